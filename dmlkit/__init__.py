@@ -1,0 +1,7 @@
+"""dmlkit: out-of-core, fault-tolerant machine learning on Dask with scikit-learn's API."""
+
+from dmlkit._config import config_context, get_config
+from dmlkit.cluster import KMeans
+
+__version__ = "0.1.0.dev0"
+__all__ = ["KMeans", "config_context", "get_config", "__version__"]

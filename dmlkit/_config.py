@@ -1,0 +1,49 @@
+"""dmlkit's settings, kept in dask's config under the ``dmlkit`` namespace.
+
+They can be set like any dask setting: ``dask.config.set({"dmlkit.block-size": "64MiB"})``,
+the ``DASK_DMLKIT__BLOCK_SIZE`` environment variable, a YAML file, or
+:func:`config_context`.
+
+- ``block-size``: target bytes per row block when dmlkit chunks in-memory input.
+- ``retries``: how many times a failing task is retried on a distributed cluster.
+- ``backend``: ``"auto"`` (the block's array type picks the kernel: numba for NumPy,
+  array-API code for anything else), ``"numba"`` or ``"xp"`` (array-API kernels
+  everywhere, e.g. to check them on NumPy).
+- ``cache-fraction``: ``cache="auto"`` persists the input when it takes less than this
+  fraction of the cluster's (or, without a cluster, this machine's) memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import dask
+
+DEFAULTS = {
+    "dmlkit": {
+        "block-size": "128MiB",
+        "retries": 3,
+        "backend": "auto",
+        "cache-fraction": 0.5,
+    }
+}
+dask.config.update_defaults(DEFAULTS)
+
+_BACKENDS = ("auto", "numba", "xp")
+
+
+def get_config(name: str):
+    """Return the dmlkit setting ``name`` (e.g. ``"block-size"``)."""
+    return dask.config.get(f"dmlkit.{name}")
+
+
+@contextlib.contextmanager
+def config_context(**settings):
+    """Temporarily change dmlkit settings: ``config_context(block_size="8MiB", backend="xp")``."""
+    unknown = sorted(set(k.replace("_", "-") for k in settings) - set(DEFAULTS["dmlkit"]))
+    if unknown:
+        raise ValueError(f"Unknown dmlkit setting(s) {unknown}; known: {sorted(DEFAULTS['dmlkit'])}")
+    if "backend" in settings and settings["backend"] not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {settings['backend']!r}")
+    with dask.config.set({f"dmlkit.{k.replace('_', '-')}": v for k, v in settings.items()}):
+        yield

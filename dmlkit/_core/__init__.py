@@ -1,0 +1,1 @@
+"""Plumbing shared by every estimator family: input, execution, reduction, dispatch."""

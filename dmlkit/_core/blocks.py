@@ -1,0 +1,228 @@
+"""Input normalisation: anything array-like -> one row-blocked dask array.
+
+Every family goes through :func:`to_row_blocks`.  The result has all columns in one
+chunk, known row-chunk sizes, and ``sample_weight`` (and ``y``) chunked like X's rows.
+In-memory input is validated with scikit-learn's own checks (so messages match
+scikit-learn's); lazy input is checked on its metadata here and for NaN/inf inside the
+first pass over each block, never with a separate ``compute()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+from dask.utils import parse_bytes
+from sklearn.utils.validation import validate_data
+
+from dmlkit._config import get_config
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+@dataclass
+class RowBlocks:
+    """Row blocks of X (and aligned y / sample_weight) ready for the driver."""
+
+    X: da.Array
+    sample_weight: da.Array | None
+    y: da.Array | None
+    lazy: bool  # the caller gave a dask collection (outputs are then dask too)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.X.chunks[0])
+
+    @property
+    def row_offsets(self) -> np.ndarray:
+        """Global index of each block's first row (length n_blocks + 1)."""
+        return np.concatenate([[0], np.cumsum(self.X.chunks[0])]).astype(np.int64)
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+
+def is_dask_collection(obj) -> bool:
+    return dask.is_dask_collection(obj)
+
+
+def rows_per_block(n_features: int, itemsize: int, block_size=None) -> int:
+    """Rows per block so that a block is about ``dmlkit.block-size`` bytes."""
+    size = parse_bytes(block_size if block_size is not None else get_config("block-size"))
+    return max(1, size // max(1, n_features * itemsize))
+
+
+def _check_finite_block(block, what="X"):
+    # Runs inside the first task that reads the block: the NaN/inf check costs no
+    # separate pass.  Message matches scikit-learn's ("Input X contains NaN/infinity").
+    xp_block = np.asarray(block) if isinstance(block, np.ndarray) else block
+    try:
+        finite = bool(np.isfinite(xp_block).all())
+    except TypeError:  # array-API arrays without numpy ufunc support
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(block)
+        finite = bool(xp.all(xp.isfinite(block)))
+    if not finite:
+        raise ValueError(f"Input {what} contains NaN or infinity.")
+    return block
+
+
+def _dask_from_dataframe(X):
+    """dask dataframe -> (dask array with known chunks, feature names)."""
+    import pandas as pd
+
+    names = np.asarray([str(c) for c in X.columns], dtype=object)
+    bad = [str(c) for c, t in X.dtypes.items()
+           if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
+    if bad:
+        raise TypeError(f"dask dataframe has non-numeric column(s) {bad}; dmlkit needs numeric "
+                        "features (encode categorical or string columns first).")
+    if any(not isinstance(c, str) for c in X.columns):
+        names = None  # scikit-learn only records feature names when all are strings
+    return X.to_dask_array(lengths=True), names
+
+
+def _validate_dask_array(X, dtype, what="X"):
+    if X.ndim != 2:
+        raise ValueError(f"Expected 2D array for {what}, got {X.ndim}D dask array instead. "
+                         "Reshape your data, e.g. X.reshape(-1, 1) for a single feature.")
+    kind = X.dtype.kind
+    if kind == "c":
+        raise ValueError("Complex data not supported")
+    if kind not in "biuf":
+        raise TypeError(f"{what} has dtype {X.dtype}; dmlkit needs numeric input "
+                        "(encode categorical or string data first).")
+    if any(math.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    if X.shape[0] == 0:
+        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
+                         "is required.")
+    if X.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 "
+                         "is required.")
+    target = X.dtype if X.dtype in [np.dtype(d) for d in dtype] else np.dtype(dtype[0])
+    if X.dtype != target:
+        X = X.astype(target)
+    if len(X.chunks[1]) != 1:
+        X = X.rechunk({1: -1})
+    return X.map_blocks(_check_finite_block, what=what, dtype=X.dtype, meta=X._meta)
+
+
+def _vector_blocks(v, X, what, dtype=None, check_finite=True):
+    """A 1-d input (sample_weight, y) as a dask array chunked like X's rows."""
+    n = X.shape[0]
+    if is_dask_collection(v):
+        if hasattr(v, "to_dask_array"):  # dask series / dataframe
+            v = v.to_dask_array(lengths=True)
+        if v.ndim == 2 and v.shape[1] == 1:
+            v = v[:, 0]
+        if v.ndim != 1:
+            raise ValueError(f"{what} must be 1-dimensional, got shape {v.shape}.")
+        if any(math.isnan(c) for c in v.chunks[0]):
+            v = v.compute_chunk_sizes()
+        if v.shape[0] != n:
+            raise ValueError(f"{what} has {v.shape[0]} rows but X has {n}; they must be aligned.")
+        if v.chunks[0] != X.chunks[0]:
+            v = v.rechunk({0: X.chunks[0]})
+        if dtype is not None and v.dtype != dtype:
+            v = v.astype(dtype)
+        if check_finite:
+            v = v.map_blocks(_check_finite_block, what=what, dtype=v.dtype, meta=v._meta)
+        return v
+    arr = np.asarray(v, dtype=dtype)
+    if arr.ndim == 0:
+        arr = np.full(n, arr, dtype=dtype)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-dimensional, got shape {arr.shape}.")
+    if arr.shape[0] != n:
+        raise ValueError(f"{what} has {arr.shape[0]} rows but X has {n}; they must be aligned.")
+    if check_finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise ValueError(f"Input {what} contains NaN or infinity.")
+    return da.from_array(arr, chunks=(X.chunks[0],))
+
+
+def check_sample_weight(sample_weight, X, dtype):
+    """``sample_weight`` -> dask array aligned with X's rows; non-negative, not all zero
+    (checked for in-memory weights; lazy weights are checked finite in the first pass)."""
+    if sample_weight is None:
+        return None
+    w = _vector_blocks(sample_weight, X, "sample_weight", dtype=dtype)
+    if not is_dask_collection(sample_weight):
+        arr = np.asarray(sample_weight, dtype=dtype)
+        if arr.ndim and (arr < 0).any():
+            raise ValueError("Negative values in sample_weight are not allowed.")
+        if arr.ndim and not (arr > 0).any():
+            raise ValueError("sample_weight must have at least one positive value.")
+    return w
+
+
+def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
+                  dtype=FLOAT_DTYPES, block_size=None) -> RowBlocks:
+    """Normalise X (numpy, pandas, lists, dask array, dask dataframe) into row blocks.
+
+    ``estimator`` with ``reset=True`` records ``n_features_in_`` / ``feature_names_in_``;
+    with ``reset=False`` the input is checked against them.
+    """
+    if sp.issparse(X):
+        raise TypeError("Sparse input is not supported by this estimator yet; "
+                        "pass a dense array (e.g. X.toarray()).")
+    if is_dask_collection(X):
+        names = None
+        if hasattr(X, "to_dask_array"):
+            X, names = _dask_from_dataframe(X)
+        elif not isinstance(X, da.Array):
+            raise TypeError(f"Unsupported dask collection {type(X).__name__}; "
+                            "pass a dask array or a dask dataframe.")
+        if sp.issparse(getattr(X, "_meta", None)):
+            raise TypeError("Sparse dask blocks are not supported by this estimator yet.")
+        X = _validate_dask_array(X, dtype)
+        if estimator is not None:
+            _record_or_check_features(estimator, X.shape[1], names, reset)
+        lazy = True
+    else:
+        kwargs = {} if estimator is not None else {}
+        Xn = validate_data(estimator, X, reset=reset, dtype=list(dtype), **kwargs) \
+            if estimator is not None else _check_array(X, dtype)
+        rows = rows_per_block(Xn.shape[1], Xn.dtype.itemsize, block_size)
+        X = da.from_array(Xn, chunks=(rows, Xn.shape[1]))
+        lazy = False
+    w = check_sample_weight(sample_weight, X, X.dtype)
+    yb = None if y is None else _vector_blocks(y, X, "y", check_finite=False)
+    return RowBlocks(X=X, sample_weight=w, y=yb, lazy=lazy)
+
+
+def _check_array(X, dtype):
+    from sklearn.utils import check_array
+
+    return check_array(X, dtype=list(dtype))
+
+
+def _record_or_check_features(estimator, n_features, names, reset):
+    if reset:
+        estimator.n_features_in_ = int(n_features)
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and n_features != expected:
+        raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} "
+                         f"is expecting {expected} features as input.")
+    fitted_names = getattr(estimator, "feature_names_in_", None)
+    if fitted_names is not None and names is not None and not np.array_equal(fitted_names, names):
+        raise ValueError("The feature names should match those that were passed during fit.")

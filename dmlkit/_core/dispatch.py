@@ -1,0 +1,57 @@
+"""Kernel dispatch: the block's array type picks the kernel module.
+
+NumPy blocks run the family's numba module (``_kernels_cpu``); anything else (CuPy,
+``array_api_strict``) runs its array-API module (``_kernels_xp``).  The ``dmlkit.backend``
+setting can force ``"xp"`` on NumPy blocks.  CuPy is only ever imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from dmlkit._config import get_config
+
+_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster"}
+
+
+def backend_of(meta) -> str:
+    """'numba' or 'xp' for blocks whose meta (``X._meta``) is ``meta``."""
+    forced = get_config("backend")
+    is_numpy = isinstance(meta, np.ndarray)
+    if forced == "numba":
+        if not is_numpy:
+            raise ValueError(f"backend='numba' needs NumPy blocks, got {type(meta).__name__} blocks.")
+        return "numba"
+    if forced == "xp":
+        return "xp"
+    return "numba" if is_numpy else "xp"
+
+
+def get_kernels(family: str, backend: str):
+    """The kernel module of ``family`` for ``backend`` ('numba' or 'xp')."""
+    suffix = {"numba": "_kernels_cpu", "xp": "_kernels_xp"}[backend]
+    return importlib.import_module(f"{_FAMILY_PACKAGES[family]}.{suffix}")
+
+
+def to_numpy(x):
+    """A small result (NumPy, CuPy or any DLPack array) as a NumPy array on the host."""
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.asarray(x)
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, AttributeError, RuntimeError, BufferError):
+        return np.asarray(x)
+
+
+def has_cupy_device() -> bool:
+    """CuPy imports and sees at least one CUDA device (probed lazily, prints nothing)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no cupy, no driver, no device
+        return False

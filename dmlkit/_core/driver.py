@@ -1,0 +1,179 @@
+"""The iteration driver: one graph per pass, computed on the active client or locally.
+
+A pass is ``kernel(block_i, state)`` for every row block followed by a fixed-order tree
+reduction.  The model state enters the graph as one key that every block task depends
+on, so a distributed scheduler ships it once per worker and it has lineage.  The driver
+keeps the reduced state between passes, so iteration i's graph never contains iteration
+i-1's: a worker lost late in a fit costs one pass's tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+
+import dask
+import dask.array as da
+import numpy as np
+
+from dmlkit._config import get_config
+from dmlkit._core.blocks import RowBlocks
+from dmlkit._core.client import get_client_or_none, total_memory, total_threads
+from dmlkit._core.reduce import tree_reduce
+
+logger = logging.getLogger("dmlkit")
+
+CACHE_CHOICES = ("auto", True, False)
+
+
+def check_cache_param(cache):
+    if cache not in CACHE_CHOICES or not isinstance(cache, (str, bool)):
+        raise ValueError(f"cache must be 'auto', True or False, got {cache!r}.")
+
+
+class Driver:
+    """Runs the passes of one fit.
+
+    Parameters
+    ----------
+    family : str
+        Task-key prefix (``dmlkit-<family>-<step>``), shown on the dashboard.
+    blocks : RowBlocks
+        The normalised input.
+    cache : 'auto', True or False
+        Persist the blocks (keeping lineage) or stream them from their source each pass.
+    """
+
+    def __init__(self, family: str, blocks: RowBlocks, *, cache="auto", verbose=0):
+        check_cache_param(cache)
+        self.family = family
+        self.client = get_client_or_none()
+        self.retries = int(get_config("retries"))
+        self.verbose = verbose
+        self.blocks = blocks
+        self.cached = self._should_cache(cache)
+        X, w = blocks.X, blocks.sample_weight
+        if self.cached:
+            X, w = self._persist(X, w)
+            logger.info("dmlkit-%s: persisted %d blocks (%.1f MiB)", family,
+                        len(X.chunks[0]), X.nbytes / 2**20)
+        else:
+            logger.info("dmlkit-%s: streaming %d blocks from their source every pass",
+                        family, len(X.chunks[0]))
+        self.X = X
+        self.sample_weight = w
+        self.x_parts = list(X.to_delayed().ravel())
+        self.w_parts = list(w.to_delayed().ravel()) if w is not None else [None] * len(self.x_parts)
+        self.offsets = blocks.row_offsets
+        n_blocks = len(self.x_parts)
+        # Threads each block task may use inside its kernel (numba prange).
+        self.threads_per_task = max(1, total_threads(self.client) // max(1, n_blocks))
+        self._token = uuid.uuid4().hex[:8]
+        self._pass = 0
+
+    # -- caching -------------------------------------------------------------------
+    def _should_cache(self, cache) -> bool:
+        if cache is True or cache is False:
+            return cache
+        if not self.blocks.lazy:
+            return True  # the data already is in this process's memory
+        nbytes = self.blocks.X.nbytes
+        if self.blocks.sample_weight is not None:
+            nbytes += self.blocks.sample_weight.nbytes
+        budget = float(get_config("cache-fraction")) * total_memory(self.client)
+        return nbytes <= budget
+
+    def _persist(self, X, w):
+        coll = (X,) if w is None else (X, w)
+        if self.client is not None:
+            out = self.client.persist(list(coll))
+        else:
+            out = dask.persist(*coll)
+        return (out[0], None) if w is None else (out[0], out[1])
+
+    # -- graph building ------------------------------------------------------------
+    def key(self, step: str) -> str:
+        self._pass += 1
+        return f"dmlkit-{self.family}-{step}-{self._token}-{self._pass}"
+
+    def shared(self, value, step="state"):
+        """Put ``value`` (model state) into the graph as one key."""
+        return dask.delayed(value, name=self.key(step), pure=False)
+
+    def map_blocks(self, fn, *shared, step, per_block=None, blocks=None):
+        """``fn(x_block, w_block, offset, *per_block_i, *shared, n_threads=...)`` per block.
+
+        ``blocks`` restricts the pass to those block indices.
+        """
+        key = self.key(step)
+        func = dask.delayed(fn, pure=False)
+        out = []
+        idx = range(len(self.x_parts)) if blocks is None else blocks
+        for i in idx:
+            extra = per_block[i] if per_block is not None else ()
+            out.append(func(self.x_parts[i], self.w_parts[i], int(self.offsets[i]), *extra,
+                            *shared, n_threads=self.threads_per_task,
+                            dask_key_name=f"{key}-{i}"))
+        return out
+
+    def reduce(self, parts, combine, step, split_every=8):
+        return tree_reduce(parts, combine, split_every=split_every, name=self.key(step + "-reduce"))
+
+    def map_reduce(self, fn, combine, *shared, step, per_block=None):
+        """Map ``fn`` over all blocks, reduce in the fixed tree, compute; returns the value."""
+        parts = self.map_blocks(fn, *shared, step=step, per_block=per_block)
+        return self.compute(self.reduce(parts, combine, step))[0]
+
+    # -- execution -----------------------------------------------------------------
+    def compute(self, *objs):
+        """Compute Delayed objects (a tuple of results), with retries on a cluster."""
+        if self.client is not None:
+            futures = self.client.compute(list(objs), retries=self.retries)
+            return tuple(self.client.gather(futures))
+        return dask.compute(*objs)
+
+    def persist(self, objs):
+        """Persist a list of Delayed (intermediate state with lineage)."""
+        if self.client is not None:
+            return list(self.client.persist(list(objs), retries=self.retries))
+        return list(dask.persist(*objs))
+
+    def release(self, objs):
+        """Drop persisted intermediates."""
+        del objs
+
+    def progress(self, total, desc):
+        """A tqdm.auto progress bar when ``verbose`` (works in notebooks), else a no-op."""
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, leave=True)
+        return _NoProgress()
+
+
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def split_rows(n_rows: int, n_blocks: int):
+    """Row chunks for ``n_blocks`` nearly equal blocks (used by helpers and tests)."""
+    base = n_rows // n_blocks
+    rem = n_rows - base * n_blocks
+    return tuple(base + (1 if i < rem else 0) for i in range(n_blocks))
+
+
+def lazy_or_concrete(arr: da.Array, lazy: bool):
+    """Dask output for dask input, numpy for numpy input."""
+    return arr if lazy else arr.compute()
+
+
+def nan_to_inf(x):
+    return math.inf if x is None or np.isnan(x) else x

@@ -1,0 +1,91 @@
+"""Numba block kernels in a serial and a parallel build, with thread counts set per call.
+
+Every kernel is written once with ``prange`` over a fixed number of row chunks (a
+function of the block's shape only, never of the thread count), so the serial and the
+parallel build give the same bits.  The parallel build needs a thread-safe numba
+threading layer (tbb or omp) because dask runs many kernels at once from its threads;
+where none can be loaded every call runs the serial build.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import types
+
+import numba
+
+# Dask calls kernels from several threads at once: only tbb and omp allow that.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
+
+_parallel_ok: bool | None = None
+_probe_lock = threading.Lock()
+
+
+def _copy_function(fn, suffix):
+    # A distinct qualname gives each build its own on-disk cache entry.
+    new = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                             fn.__defaults__, fn.__closure__)
+    new.__qualname__ = fn.__qualname__ + suffix
+    new.__module__ = fn.__module__
+    new.__doc__ = fn.__doc__
+    return new
+
+
+class BlockKernel:
+    """A numba kernel compiled serial and parallel; call with ``n_threads=``."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.serial = numba.njit(nogil=True, cache=True)(_copy_function(fn, "_serial"))
+        self.parallel = numba.njit(nogil=True, cache=True, parallel=True)(
+            _copy_function(fn, "_parallel"))
+
+    def __call__(self, *args, n_threads: int = 1):
+        if n_threads > 1 and parallel_available():
+            old = numba.get_num_threads()
+            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                return self.parallel(*args)
+            finally:
+                numba.set_num_threads(old)
+        return self.serial(*args)
+
+
+def block_kernel(fn):
+    """Decorator: ``@block_kernel`` makes a :class:`BlockKernel`."""
+    return BlockKernel(fn)
+
+
+@numba.njit(parallel=True, cache=False)
+def _probe(n):  # pragma: no cover - trivial
+    s = 0
+    for i in numba.prange(n):
+        s += i
+    return s
+
+
+def parallel_available() -> bool:
+    """Whether a thread-safe numba threading layer loads here (checked once)."""
+    global _parallel_ok
+    if _parallel_ok is None:
+        with _probe_lock:
+            if _parallel_ok is None:
+                try:
+                    _probe(4)
+                    _parallel_ok = numba.threading_layer() in ("tbb", "omp")
+                except Exception:  # noqa: BLE001 - no layer could be loaded
+                    _parallel_ok = False
+    return _parallel_ok
+
+
+def n_chunks_for(n_rows: int, state_bytes: int, min_rows: int = 4096, max_chunks: int = 16,
+                 budget: int = 32 << 20) -> int:
+    """How many row chunks a kernel splits a block into: depends only on the block's
+    shape and the per-chunk state size, so results never depend on thread counts."""
+    by_rows = max(1, n_rows // min_rows)
+    by_mem = max(1, budget // max(1, state_bytes))
+    return int(min(by_rows, max_chunks, by_mem))

@@ -1,0 +1,36 @@
+"""Column statistics of row blocks in one pass (count, mean, variance), merged in a
+fixed tree with Chan et al.'s pairwise update so the bits do not depend on scheduling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dmlkit._core.dispatch import to_numpy
+
+
+def _stats_task(x, w, offset, n_threads=1):
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(x)
+    xf = xp.astype(x, xp.float64)
+    n = xf.shape[0]
+    mean = xp.mean(xf, axis=0)
+    m2 = xp.sum((xf - mean) ** 2, axis=0)
+    return float(n), to_numpy(mean), to_numpy(m2)
+
+
+def _combine_stats(*parts):
+    n, mean, m2 = parts[0][0], parts[0][1].copy(), parts[0][2].copy()
+    for nb, mb, m2b in parts[1:]:
+        tot = n + nb
+        delta = mb - mean
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + m2b + delta**2 * (n * nb / tot)
+        n = tot
+    return n, mean, m2
+
+
+def column_stats(driver):
+    """(n, mean, variance) of every column of the driver's data (unweighted)."""
+    n, mean, m2 = driver.map_reduce(_stats_task, _combine_stats, step="stats")
+    return n, mean, m2 / n

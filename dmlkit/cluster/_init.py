@@ -1,0 +1,197 @@
+"""Distributed initialisation of k-means centres.
+
+All three samplers share one pass: every block updates its rows' distance to the
+nearest chosen centre (the per-block *state*, persisted with lineage between rounds)
+and proposes its best rows under Efraimidis-Spirakis weighted-sampling keys
+``log(u) / mass`` with ``u`` from a stream seeded by (seed, round, block index).  The
+driver keeps the globally best keys.  This draws rows without replacement with
+probability proportional to ``mass`` (``w`` for the first centre, ``w * D^2`` after),
+exactly, in one pass per round, and the same rows whichever worker ran which block.
+
+- ``'k-means||'`` (Bahmani et al. 2012, as Spark MLlib and dask-ml): a first centre by
+  weight, then ``init_max_iter`` rounds each adding ``oversampling_factor * k``
+  candidates drawn by ``w * D^2``; the candidates are weighted by the weight of the rows
+  nearest to them (in the same pass that adds the last round's distances) and reduced
+  to k centres on the driver by weighted k-means++ and Lloyd (scikit-learn's).
+- ``'k-means++'`` (Arthur & Vassilvitskii 2007): k passes, one centre each by ``w * D^2``
+  (the plain D^2 sampler, without scikit-learn's greedy local trials).
+- ``'random'``: k distinct rows drawn by weight, in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import numpy as np
+
+from dmlkit._core.dispatch import get_kernels, to_numpy
+
+TIER_POS, TIER_ZERO_DIST = 2, 1  # rows with w*D^2 > 0 first, then rows on a centre
+
+
+def _rows_numpy(x, idx):
+    return to_numpy(x[idx, ...]) if len(idx) else np.zeros((0, x.shape[1]), dtype=x.dtype)
+
+
+def _update_state(x, state, new_centers, base, backend, n_threads):
+    """Min squared distance to the chosen centres and the index of that centre."""
+    n = x.shape[0]
+    if state is None:
+        dist = np.full(n, np.inf)
+        owner = np.full(n, -1, dtype=np.int64)
+    else:
+        dist, owner = state[0], state[1]
+    if new_centers is not None and len(new_centers):
+        K = get_kernels("cluster", backend)
+        lab, d2 = K.labels_sqdist_block(x, new_centers, n_threads=n_threads)
+        lab, d2 = to_numpy(lab), to_numpy(d2)
+        better = d2 < dist  # ties keep the earlier centre
+        dist = np.where(better, d2, dist)
+        owner = np.where(better, lab.astype(np.int64) + base, owner)
+    return dist, owner
+
+
+def _sample_keys(n, w, dist, offset, seed, step, block, m):
+    """Top-m rows of one block under weighted-sampling keys: (tier, key, global index)."""
+    rng = np.random.default_rng([int(seed), int(step), int(block)])
+    u = 1.0 - rng.random(n)  # in (0, 1]
+    wv = np.ones(n) if w is None else np.asarray(to_numpy(w), dtype=np.float64)
+    mass = wv if dist is None else wv * dist
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logu = np.log(u)
+        key = np.where(mass > 0, logu / mass, -np.inf)
+        key_w = np.where(wv > 0, logu / wv, -np.inf)
+    tier = np.where(mass > 0, TIER_POS, np.where(wv > 0, TIER_ZERO_DIST, 0))
+    key = np.where(tier == TIER_POS, key, key_w)
+    keep = np.flatnonzero(tier > 0)
+    if len(keep) > m:
+        # order: tier desc, key desc, index asc
+        order = np.lexsort((keep, -key[keep], -tier[keep]))[:m]
+        keep = keep[order]
+    return tier[keep], key[keep], keep + offset, keep
+
+
+def _sample_task(x, w, offset, state, block, new_centers, base, seed, step, m, backend,
+                 n_threads=1):
+    """One init round on one block: update the state, propose its best m rows."""
+    state = _update_state(x, state, new_centers, base, backend, n_threads)
+    dist = None if state[0] is not None and np.isinf(state[0]).all() else state[0]
+    tier, key, gidx, local = _sample_keys(x.shape[0], w, dist, offset, seed, step, block, m)
+    return state, (tier, key, gidx, _rows_numpy(x, local))
+
+
+def _weights_task(x, w, offset, state, new_centers, base, n_cand, backend, n_threads=1):
+    """Final k-means|| pass: owners of all rows -> weight of each candidate."""
+    _, owner = _update_state(x, state, new_centers, base, backend, n_threads)
+    wv = None if w is None else np.asarray(to_numpy(w), dtype=np.float64)
+    return np.bincount(owner, weights=wv, minlength=n_cand).astype(np.float64)
+
+
+def _sum_arrays(*parts):
+    out = parts[0].copy()
+    for p in parts[1:]:
+        out += p
+    return out
+
+
+def _merge_samples(samples, m):
+    """Best m proposals over all blocks: order tier desc, key desc, index asc."""
+    tier = np.concatenate([s[0] for s in samples])
+    key = np.concatenate([s[1] for s in samples])
+    gidx = np.concatenate([s[2] for s in samples])
+    rows = np.concatenate([s[3] for s in samples])
+    order = np.lexsort((gidx, -key, -tier))[:m]
+    return rows[order], gidx[order]
+
+
+class _Sampler:
+    """Runs init rounds on a driver, holding the persisted per-block state."""
+
+    def __init__(self, driver, seed, backend):
+        self.driver = driver
+        self.seed = seed
+        self.backend = backend
+        self.outs = [None] * len(driver.x_parts)
+        self.step = 0
+
+    def round(self, new_centers, base, m):
+        d = self.driver
+        per_block = [(o, i) for i, o in enumerate(self._states())]
+        shared = d.shared(new_centers, "init-centers") if new_centers is not None else None
+        outs = d.map_blocks(_sample_task, shared, base, self.seed, self.step, m, self.backend,
+                            step="init", per_block=per_block)
+        outs = d.persist(outs)
+        samples = d.compute(*[dask.delayed(_second)(o) for o in outs])
+        self.outs = outs
+        self.step += 1
+        return _merge_samples(samples, m)
+
+    def candidate_weights(self, new_centers, base, n_cand):
+        d = self.driver
+        per_block = [(s,) for s in self._states()]
+        parts = d.map_blocks(_weights_task, d.shared(new_centers, "init-centers"), base, n_cand,
+                             self.backend, step="init-weights", per_block=per_block)
+        return d.compute(d.reduce(parts, _sum_arrays, "init-weights"))[0]
+
+    def _states(self):
+        return [None if o is None else dask.delayed(_first)(o) for o in self.outs]
+
+
+def _first(o):
+    return o[0]
+
+
+def _second(o):
+    return o[1]
+
+
+def init_random(driver, k, seed, backend):
+    rows, _ = _Sampler(driver, seed, backend).round(None, 0, k)
+    return rows
+
+
+def init_kmeans_plusplus(driver, k, seed, backend):
+    s = _Sampler(driver, seed, backend)
+    rows, _ = s.round(None, 0, 1)
+    centers = [rows]
+    for j in range(1, k):
+        rows, _ = s.round(centers[-1], j - 1, 1)
+        centers.append(rows)
+    return np.concatenate(centers)
+
+
+def init_kmeans_parallel(driver, k, seed, backend, *, oversampling_factor=2.0, rounds=5,
+                         random_state=None):
+    ell = max(1, int(math.ceil(oversampling_factor * k)))
+    s = _Sampler(driver, seed, backend)
+    first, _ = s.round(None, 0, 1)
+    cands, gids = [first], [np.array([-1])]
+    base, new = 0, first
+    for _ in range(rounds):
+        rows, gidx = s.round(new, base, ell)
+        base += len(new)
+        new = rows
+        cands.append(rows)
+        gids.append(gidx)
+    n_cand = base + len(new)
+    weights = s.candidate_weights(new, base, n_cand)
+    C = np.concatenate(cands)
+    return reduce_candidates(C, weights, k, random_state)
+
+
+def reduce_candidates(C, weights, k, random_state):
+    """k centres from weighted candidates: weighted k-means++ then Lloyd (scikit-learn's)."""
+    from sklearn.cluster import KMeans as _SkKMeans
+    from sklearn.cluster import kmeans_plusplus
+
+    keep = weights > 0
+    if keep.sum() >= k:
+        C, weights = C[keep], weights[keep]
+    if C.shape[0] <= k:
+        return C[:k]
+    C64 = C.astype(np.float64)
+    init, _ = kmeans_plusplus(C64, k, sample_weight=weights, random_state=random_state)
+    km = _SkKMeans(n_clusters=k, init=init, n_init=1, max_iter=30, random_state=random_state)
+    km.fit(C64, sample_weight=weights)
+    return km.cluster_centers_.astype(C.dtype)
