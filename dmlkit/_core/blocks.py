@@ -166,7 +166,7 @@ def check_sample_weight(sample_weight, X, dtype):
         if arr.ndim and (arr < 0).any():
             raise ValueError("Negative values in sample_weight are not allowed.")
         if arr.ndim and not (arr > 0).any():
-            raise ValueError("sample_weight must have at least one positive value.")
+            raise ValueError("sample_weight must contain at least one non-zero weight.")
     return w
 
 

@@ -13,20 +13,23 @@ exactly, in one pass per round, and the same rows whichever worker ran which blo
   candidates drawn by ``w * D^2``; the candidates are weighted by the weight of the rows
   nearest to them (in the same pass that adds the last round's distances) and reduced
   to k centres on the driver by weighted k-means++ and Lloyd (scikit-learn's).
-- ``'k-means++'`` (Arthur & Vassilvitskii 2007): k passes, one centre each by ``w * D^2``
-  (the plain D^2 sampler, without scikit-learn's greedy local trials).
+- ``'k-means++'`` (Arthur & Vassilvitskii 2007) with scikit-learn's greedy local trials:
+  for each centre, ``2 + log(k)`` candidates drawn by ``w * D^2`` and one more pass that
+  keeps the candidate lowering the potential most: 2k passes.
 - ``'random'``: k distinct rows drawn by weight, in one pass.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import dask
 import numpy as np
 
 from dmlkit._core.dispatch import get_kernels, to_numpy
 
+LOCAL_N_INIT = 10
 TIER_POS, TIER_ZERO_DIST = 2, 1  # rows with w*D^2 > 0 first, then rows on a centre
 
 
@@ -88,6 +91,17 @@ def _weights_task(x, w, offset, state, new_centers, base, n_cand, backend, n_thr
     return np.bincount(owner, weights=wv, minlength=n_cand).astype(np.float64)
 
 
+def _potentials_task(x, w, offset, state, trials, backend, n_threads=1):
+    """Potential sum(w * min(D^2, d^2(x, t))) of the block for every trial centre t."""
+    dist = state[0]
+    K = get_kernels("cluster", backend)
+    d2 = to_numpy(K.sqdist_block(x, trials, n_threads=n_threads))
+    new = np.minimum(dist[:, None], d2)
+    if w is None:
+        return new.sum(axis=0)
+    return np.asarray(to_numpy(w), dtype=np.float64) @ new
+
+
 def _sum_arrays(*parts):
     out = parts[0].copy()
     for p in parts[1:]:
@@ -134,6 +148,13 @@ class _Sampler:
                              self.backend, step="init-weights", per_block=per_block)
         return d.compute(d.reduce(parts, _sum_arrays, "init-weights"))[0]
 
+    def potentials(self, trials):
+        d = self.driver
+        per_block = [(s,) for s in self._states()]
+        parts = d.map_blocks(_potentials_task, d.shared(trials, "init-trials"), self.backend,
+                             step="init-trials", per_block=per_block)
+        return d.compute(d.reduce(parts, _sum_arrays, "init-trials"))[0]
+
     def _states(self):
         return [None if o is None else dask.delayed(_first)(o) for o in self.outs]
 
@@ -155,9 +176,13 @@ def init_kmeans_plusplus(driver, k, seed, backend):
     s = _Sampler(driver, seed, backend)
     rows, _ = s.round(None, 0, 1)
     centers = [rows]
+    n_trials = 2 + int(np.log(k))
     for j in range(1, k):
-        rows, _ = s.round(centers[-1], j - 1, 1)
-        centers.append(rows)
+        trials, _ = s.round(centers[-1], j - 1, n_trials)
+        if len(trials) > 1:
+            best = int(np.argmin(s.potentials(trials)))  # first on ties
+            trials = trials[best:best + 1]
+        centers.append(trials)
     return np.concatenate(centers)
 
 
@@ -183,15 +208,17 @@ def init_kmeans_parallel(driver, k, seed, backend, *, oversampling_factor=2.0, r
 def reduce_candidates(C, weights, k, random_state):
     """k centres from weighted candidates: weighted k-means++ then Lloyd (scikit-learn's)."""
     from sklearn.cluster import KMeans as _SkKMeans
-    from sklearn.cluster import kmeans_plusplus
 
     keep = weights > 0
     if keep.sum() >= k:
         C, weights = C[keep], weights[keep]
     if C.shape[0] <= k:
         return C[:k]
-    C64 = C.astype(np.float64)
-    init, _ = kmeans_plusplus(C64, k, sample_weight=weights, random_state=random_state)
-    km = _SkKMeans(n_clusters=k, init=init, n_init=1, max_iter=30, random_state=random_state)
-    km.fit(C64, sample_weight=weights)
+    # The candidates are few (about oversampling_factor * k * rounds): several local
+    # k-means++ starts cost little and make the init much less seed-dependent.
+    km = _SkKMeans(n_clusters=k, init="k-means++", n_init=LOCAL_N_INIT, max_iter=100,
+                   random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate candidates: handled by the caller
+        km.fit(C.astype(np.float64), sample_weight=weights)
     return km.cluster_centers_.astype(C.dtype)

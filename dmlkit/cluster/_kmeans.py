@@ -238,11 +238,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             else:
                 centers = self._init_centers(driver, int(seed), backend)
             centers, n_iter = self._lloyd(driver, centers, tol, backend, run, n_init)
-            if best is None or best[2] is None or n_init > 1:
-                inertia, labels = self._final_pass(driver, centers, backend, blocks.lazy)
-                if best is None or inertia < best[2]:
-                    best = (centers, n_iter, inertia, labels)
-        centers, n_iter, inertia, labels = best
+            inertia, labels = self._final_pass(driver, centers, backend, blocks.lazy)
+            if best is None or inertia < best[2]:
+                best = (centers, n_iter, inertia, labels, self._counts)
+        centers, n_iter, inertia, labels, self._counts = best
         self.cluster_centers_ = centers
         self.n_iter_ = int(n_iter)
         self.inertia_ = float(inertia)
@@ -297,6 +296,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 new = new.astype(dtype)
                 shift = float(((new.astype(np.float64) - centers) ** 2).sum())
                 centers = new
+                self._counts = counts
                 n_iter = it + 1
                 bar.update(1)
                 bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
@@ -382,7 +382,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self._counts = total
         self.cluster_centers_ = new.astype(blocks.dtype)
         self.inertia_ = float(inertia)
-        self.n_steps_ += 1
+        self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         self.n_iter_ = self.n_steps_
         return self
 

@@ -1,0 +1,1 @@
+"""dmlkit's airspeed velocity benchmarks (see ``asv_bench/asv.conf.json``)."""

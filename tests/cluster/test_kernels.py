@@ -1,0 +1,134 @@
+"""k-means block kernels: numba vs array-API (NumPy and array_api_strict) vs a NumPy
+reference, in float32 and float64, with empty clusters and exact ties."""
+
+import array_api_strict as xps
+import numpy as np
+import pytest
+
+from dmlkit._core.dispatch import to_numpy
+from dmlkit.cluster import _kernels_cpu as cpu
+from dmlkit.cluster import _kernels_xp as xpk
+
+
+def reference(X, w, C):
+    X64, C64 = X.astype(np.float64), C.astype(np.float64)
+    d2 = ((X64[:, None, :] - C64[None, :, :]) ** 2).sum(-1)
+    labels = d2.argmin(1)  # first index on ties
+    w = np.ones(len(X)) if w is None else w.astype(np.float64)
+    k = len(C)
+    sums = np.zeros((k, X.shape[1]))
+    np.add.at(sums, labels, X64 * w[:, None])
+    counts = np.bincount(labels, weights=w, minlength=k)
+    inertia = float((w * d2[np.arange(len(X)), labels]).sum())
+    return labels, d2, sums, counts, inertia
+
+
+def strict(a):
+    return None if a is None else xps.asarray(a)
+
+
+@pytest.fixture(params=["numba", "xp-numpy", "xp-strict"])
+def impl(request):
+    return request.param
+
+
+def run_assign(impl, X, w, C, n_threads=1):
+    if impl == "numba":
+        return cpu.assign_partial_sums_block(X, w, C, n_threads=n_threads)
+    if impl == "xp-numpy":
+        return xpk.assign_partial_sums_block(X, w, C)
+    out = xpk.assign_partial_sums_block(strict(X), strict(w), strict(C))
+    return tuple(to_numpy(o) for o in out)
+
+
+def run_labels(impl, X, C):
+    if impl == "numba":
+        return cpu.labels_sqdist_block(X, C)
+    if impl == "xp-numpy":
+        return xpk.labels_sqdist_block(X, C)
+    return tuple(to_numpy(o) for o in xpk.labels_sqdist_block(strict(X), strict(C)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n", [1, 37, 10_000])
+def test_assign_partial_sums_matches_reference(impl, dtype, weighted, n, rng):
+    d, k = 5, 7
+    X = rng.standard_normal((n, d)).astype(dtype)
+    C = rng.standard_normal((k, d)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, n).astype(dtype) if weighted else None
+    sums, counts, inertia = run_assign(impl, X, w, C)
+    _, _, rsums, rcounts, rinertia = reference(X, w, C)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(counts, rcounts, rtol=rtol)
+    np.testing.assert_allclose(sums, rsums, rtol=rtol, atol=rtol * n)
+    np.testing.assert_allclose(float(inertia), rinertia, rtol=rtol)
+    assert np.asarray(sums).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_labels_match_reference(impl, dtype, rng):
+    X = rng.standard_normal((3000, 6)).astype(dtype)
+    C = rng.standard_normal((9, 6)).astype(dtype)
+    labels, d2 = run_labels(impl, X, C)
+    rlabels, rd2, *_ = reference(X, None, C)
+    # Labels may differ only where two centres are within rounding of each other.
+    gap = np.sort(rd2, axis=1)[:, 1] - np.sort(rd2, axis=1)[:, 0]
+    safe = gap > (1e-3 if dtype == np.float32 else 1e-9)
+    np.testing.assert_array_equal(np.asarray(labels)[safe], rlabels[safe])
+    assert (np.asarray(labels) == rlabels).mean() > 0.999
+    np.testing.assert_allclose(np.asarray(d2)[safe], rd2[np.arange(3000), rlabels][safe],
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_empty_clusters_get_zero_weight(impl):
+    X = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0]])
+    C = np.array([[0.0, 0.0], [100.0, 100.0], [10.0, 10.0], [-50.0, 3.0]])
+    sums, counts, inertia = run_assign(impl, X, None, C)
+    np.testing.assert_array_equal(counts, [2.0, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(sums[1], [0.0, 0.0])
+    np.testing.assert_allclose(sums[0], [0.1, 0.0])
+    np.testing.assert_allclose(float(inertia), 0.01)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ties_go_to_lowest_index(impl, dtype):
+    # Integer data: every distance is exact, so these are true ties.
+    X = np.array([[0, 0], [2, 0], [1, 0], [1, 1]], dtype=dtype)
+    C = np.array([[0, 1], [2, 1], [1, 0], [1, 0]], dtype=dtype)
+    labels, d2 = run_labels(impl, X, C)
+    rlabels, *_ = reference(X, None, C)
+    np.testing.assert_array_equal(np.asarray(labels), rlabels)
+    np.testing.assert_array_equal(np.asarray(labels), [0, 1, 2, 0])
+
+
+def test_numba_threads_do_not_change_bits(rng):
+    X = rng.standard_normal((70_000, 8)).astype(np.float32)
+    C = rng.standard_normal((5, 8)).astype(np.float32)
+    one = cpu.assign_partial_sums_block(X, None, C, n_threads=1)
+    two = cpu.assign_partial_sums_block(X, None, C, n_threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    assert one[2] == two[2]
+
+
+def test_numba_accepts_readonly_and_fortran_blocks(rng):
+    X = np.asfortranarray(rng.standard_normal((500, 4)))
+    X.setflags(write=False)
+    C = rng.standard_normal((3, 4))
+    out = cpu.assign_partial_sums_block(X, None, C)
+    ref = cpu.assign_partial_sums_block(np.ascontiguousarray(X), None, C)
+    np.testing.assert_array_equal(out[0], ref[0])
+
+
+def test_sqdist_all(impl, rng):
+    X = rng.standard_normal((50, 3))
+    C = rng.standard_normal((4, 3))
+    if impl == "numba":
+        out = cpu.sqdist_block(X, C)
+    elif impl == "xp-numpy":
+        out = xpk.sqdist_block(X, C)
+    else:
+        out = to_numpy(xpk.sqdist_block(strict(X), strict(C)))
+    _, rd2, *_ = reference(X, None, C)
+    np.testing.assert_allclose(out, rd2, rtol=1e-12)

@@ -1,0 +1,29 @@
+"""scikit-learn's estimator checks on NumPy input, for every dmlkit estimator."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dmlkit import KMeans
+
+# Fast settings for the checks, one entry per estimator (as scikit-learn's INIT_PARAMS).
+ESTIMATORS = [
+    KMeans(n_clusters=2, n_init=2, max_iter=5, random_state=0),
+]
+
+# Checks that fail by design, with the reason.  Keep this short.
+EXPECTED_FAILED = {
+    "KMeans": {
+        # Same reason scikit-learn lists for its own KMeans: the random init draws rows,
+        # so repeating a row is not the same as doubling its weight.
+        "check_sample_weight_equivalence_on_dense_data":
+            "sample_weight is not equivalent to removing/repeating samples.",
+    },
+}
+
+
+def _expected_failed(estimator):
+    return EXPECTED_FAILED.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
