@@ -21,6 +21,7 @@ def tree_reduce(parts, combine, *, split_every=8, name="dmlkit-reduce"):
     fn = dask.delayed(combine, pure=False)
     while len(parts) > 1:
         parts = [fn(*parts[i:i + split_every], dask_key_name=f"{name}-{level}-{i // split_every}")
+                 if len(parts) - i > 1 else parts[i]
                  for i in range(0, len(parts), split_every)]
         level += 1
     return parts[0]
@@ -30,5 +31,6 @@ def tree_reduce_local(parts, combine, *, split_every=8):
     """The same tree over concrete values (for results already on the driver)."""
     parts = list(parts)
     while len(parts) > 1:
-        parts = [combine(*parts[i:i + split_every]) for i in range(0, len(parts), split_every)]
+        parts = [combine(*parts[i:i + split_every]) if len(parts) - i > 1 else parts[i]
+                 for i in range(0, len(parts), split_every)]
     return parts[0]

@@ -1,0 +1,97 @@
+"""The shared core: input blocks, fixed-order reduction, config, driver caching."""
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmlkit
+from dmlkit._core.blocks import to_row_blocks
+from dmlkit._core.driver import Driver
+from dmlkit._core.reduce import tree_reduce, tree_reduce_local
+
+
+def test_numpy_becomes_row_blocks_with_one_column_chunk():
+    X = np.arange(40.0).reshape(20, 2)
+    with dmlkit.config_context(block_size=16 * 5):
+        b = to_row_blocks(X, sample_weight=np.ones(20))
+    assert b.X.chunks == ((5, 5, 5, 5), (2,))
+    assert b.sample_weight.chunks == ((5, 5, 5, 5),)
+    np.testing.assert_array_equal(b.row_offsets, [0, 5, 10, 15, 20])
+    assert not b.lazy
+
+
+def test_dask_inputs_keep_row_layout_and_get_one_column_chunk():
+    X = da.ones((30, 4), chunks=(7, 2))
+    b = to_row_blocks(X, sample_weight=da.ones(30, chunks=10))
+    assert b.X.chunks == ((7, 7, 7, 7, 2), (4,))
+    assert b.sample_weight.chunks == b.X.chunks[:1]
+    assert b.lazy
+    ints = to_row_blocks(da.ones((10, 2), dtype=np.int64, chunks=5))
+    assert ints.X.dtype == np.float64
+    f32 = to_row_blocks(da.ones((10, 2), dtype=np.float32, chunks=5))
+    assert f32.X.dtype == np.float32
+
+
+def test_dask_dataframe_records_feature_names():
+    class Est:
+        pass
+
+    df = dd.from_pandas(pd.DataFrame({"a": np.arange(10.0), "b": np.ones(10)}), npartitions=3)
+    est = Est()
+    b = to_row_blocks(df, estimator=est)
+    assert est.n_features_in_ == 2
+    assert list(est.feature_names_in_) == ["a", "b"]
+    assert sum(b.X.chunks[0]) == 10
+    with pytest.raises(ValueError, match="feature names"):
+        to_row_blocks(df.rename(columns={"a": "z"}), estimator=est, reset=False)
+
+
+def test_tree_reduce_fixed_order_and_shape():
+    seen = []
+
+    def combine(*parts):
+        seen.append(parts)
+        return "(" + "+".join(parts) + ")"
+
+    parts = [dask.delayed(str(i)) for i in range(5)]
+    out = tree_reduce(parts, combine, split_every=2)
+    assert out.compute(scheduler="threads") == "(((0+1)+(2+3))+4)"
+    assert tree_reduce_local([str(i) for i in range(5)], combine, split_every=2) == \
+        "(((0+1)+(2+3))+4)"
+    with pytest.raises(ValueError):
+        tree_reduce([], combine)
+
+
+def test_config_context_validates():
+    with pytest.raises(ValueError, match="Unknown dmlkit setting"):
+        with dmlkit.config_context(blocksize="1MiB"):
+            pass
+    with pytest.raises(ValueError, match="backend"):
+        with dmlkit.config_context(backend="gpu-please"):
+            pass
+    with dmlkit.config_context(retries=7):
+        assert dmlkit.get_config("retries") == 7
+    assert dmlkit.get_config("retries") == 3
+
+
+def test_cache_auto_persists_small_and_streams_large():
+    X = da.ones((100, 3), chunks=20)
+    small = Driver("t", to_row_blocks(X), cache="auto")
+    assert small.cached
+    with dask.config.set({"dmlkit.cache-fraction": 1e-12}):
+        big = Driver("t", to_row_blocks(X), cache="auto")
+    assert not big.cached
+    assert not Driver("t", to_row_blocks(X), cache=False).cached
+    with pytest.raises(ValueError, match="cache"):
+        Driver("t", to_row_blocks(X), cache="yes")
+
+
+def test_streamed_and_cached_fits_agree():
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.standard_normal((3000, 3)), chunks=700)
+    a = dmlkit.KMeans(4, random_state=1, cache=True).fit(X)
+    b = dmlkit.KMeans(4, random_state=1, cache=False).fit(X)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
