@@ -173,9 +173,11 @@ class ProcCluster:
 BLOB_SEED = 1234
 
 
-def _blob_centres(n_features, n_centres=8, seed=BLOB_SEED):
+def _blob_centres(n_features, n_centres=16, seed=BLOB_SEED):
+    # 16 overlapping blobs for 8 clusters: Lloyd moves for many iterations (all 30 of
+    # the tests' max_iter with tol=0), so a kill "after a few iterations" is mid-fit.
     rng = np.random.default_rng([seed, 999_999])
-    return rng.uniform(-10, 10, size=(n_centres, n_features))
+    return rng.uniform(-3, 3, size=(n_centres, n_features))
 
 
 def _blob_block(block_info=None, n_features=16, seed=BLOB_SEED):
@@ -190,7 +192,7 @@ def _blob_block(block_info=None, n_features=16, seed=BLOB_SEED):
 
 
 def blobs(n_samples=300_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
-    """Gaussian blobs as a dask array generated inside the graph (lineage is cheap)."""
+    """Overlapping Gaussian blobs as a dask array generated inside the graph (lineage is cheap)."""
     import dask.array as da
 
     from dmlkit._core.driver import split_rows
@@ -203,14 +205,26 @@ def blobs(n_samples=300_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
 
 # -- watching the scheduler -------------------------------------------------------------
 def _dmlkit_tasks(dask_scheduler=None):
-    """Runs on the scheduler: {key: state} of dmlkit's tasks, and who holds what."""
+    """Runs on the scheduler: {key: state} of dmlkit's tasks, and what each worker holds.
+
+    ``held``: number of keys in a worker's memory (``held_init``: of k-means init
+    state); ``unique``: of those, the keys no other worker
+    has (lost for good if it dies: they must be recomputed); ``unique_init``: of those,
+    the k-means init state.
+    """
     tasks = {k: ts.state for k, ts in dask_scheduler.tasks.items()
              if isinstance(k, str) and k.startswith("dmlkit-")}
-    held = {addr: len(ws.has_what) for addr, ws in dask_scheduler.workers.items()}
-    held_init = {addr: sum(1 for ts in ws.has_what
-                           if isinstance(ts.key, str) and ts.key.startswith("dmlkit-kmeans-init"))
-                 for addr, ws in dask_scheduler.workers.items()}
-    return {"tasks": tasks, "held": held, "held_init": held_init}
+    held, held_init, unique, unique_init = {}, {}, {}, {}
+    for addr, ws in dask_scheduler.workers.items():
+        only = [ts.key for ts in ws.has_what if len(ts.who_has) == 1]
+        held[addr] = len(ws.has_what)
+        held_init[addr] = sum(1 for ts in ws.has_what if isinstance(ts.key, str)
+                              and ts.key.startswith("dmlkit-kmeans-init"))
+        unique[addr] = [str(k) for k in only]
+        unique_init[addr] = [k for k in only
+                             if isinstance(k, str) and k.startswith("dmlkit-kmeans-init")]
+    return {"tasks": tasks, "held": held, "held_init": held_init, "unique": unique,
+            "unique_init": unique_init}
 
 
 _PASS_RE = re.compile(r"^dmlkit-kmeans-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-(?P<pass>\d+)"

@@ -73,7 +73,7 @@ class Benchmark:
 # data
 # ----------------------------------------------------------------------------------
 GEN_CHUNK_ROWS = 1 << 18
-CENTER_SCALE = 1.0  # blobs overlap a lot, so Lloyd keeps moving for many iterations
+CENTER_SCALE = 0.5  # blobs overlap a lot, so Lloyd keeps moving for many iterations
 
 
 def data_dir() -> str:
@@ -108,8 +108,8 @@ def make_blobs_file(n_rows=N_ROWS, n_features=N_FEATURES, n_clusters=N_CLUSTERS,
     if os.path.exists(path):
         return path
     rng = np.random.default_rng([seed, n_features, n_clusters])
-    true_centers = (rng.uniform(-1, 1, size=(n_clusters, n_features)) * CENTER_SCALE
-                    * np.sqrt(n_features)).astype(np.float32)
+    true_centers = (rng.uniform(-1, 1, size=(n_clusters, n_features))
+                    * CENTER_SCALE).astype(np.float32)
     tmp = f"{path}.{os.getpid()}.tmp"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(n_rows, n_features))
     try:
@@ -202,6 +202,8 @@ class DaskCluster:
 
         self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                     processes=processes, dashboard_address=None,
+                                    # no dashboard; its bare HTTP server on a free port
+                                    scheduler_kwargs={"dashboard_address": ":0"},
                                     silence_logs=logging.ERROR)
         self.client = Client(self.cluster, set_as_default=False)
         self.client.wait_for_workers(n_workers)
@@ -213,7 +215,8 @@ class DaskCluster:
         from distributed import wait
 
         X = self.client.persist(X)
-        wait(X)
+        with self.as_current():
+            wait(X)
         return X
 
     def placement(self, X):
@@ -304,6 +307,17 @@ def needs_cluster(system) -> bool:
     return system in ("dmlkit-localcluster", "dask-ml")
 
 
+def warm_fit(system, path, init, cluster=None):
+    """A tiny fit of ``system``: imports, numba dispatch, the client's first graphs."""
+    small = np.array(load_blobs(path, mmap=True)[:2048])
+    Xd = None
+    if not needs_numpy(system):
+        import dask.array as da
+
+        Xd = da.from_array(small, chunks=(1024, small.shape[1]))
+    kmeans_fitter(system, init, 2, X=small, Xd=Xd, cluster=cluster)()
+
+
 class KMeansCase:
     """Everything one system needs for a fit: data in the right form, a cluster when
     it uses one (``processes`` picks worker processes or in-process workers), warm JIT."""
@@ -324,23 +338,12 @@ class KMeansCase:
             elif system == "dask-ml-threads":
                 self.Xd = dask_blobs(path).persist()
             warm_kernels()
-            self._warm_fit()
+            warm_fit(system, path, self.init, self.cluster)
             self.fit = kmeans_fitter(system, self.init, max_iter, X=self.X, Xd=self.Xd,
                                      cluster=self.cluster)
         except BaseException:
             self.close()
             raise
-
-    def _warm_fit(self):
-        # a tiny fit of the same system: imports, numba dispatch, the client's first graph
-        small = load_blobs(self.path, mmap=True)[:2048]
-        X = np.array(small) if self.X is not None else None
-        Xd = None
-        if self.Xd is not None:
-            import dask.array as da
-
-            Xd = da.from_array(np.array(small), chunks=(1024, small.shape[1]))
-        kmeans_fitter(self.system, self.init, 2, X=X, Xd=Xd, cluster=self.cluster)()
 
     def close(self):
         if self.cluster is not None:
@@ -349,46 +352,72 @@ class KMeansCase:
 
 
 # ----------------------------------------------------------------------------------
-# peak memory of a process tree (for the comparison script)
+# peak memory and CPU use of a process tree (for the comparison script)
 # ----------------------------------------------------------------------------------
-class PeakRSS:
-    """Samples the resident memory of this process and its children (dask worker
-    processes) in a thread; ``peak`` and ``start`` in bytes."""
+class ResourceMonitor:
+    """While active, samples the resident memory of this process plus its children (the
+    dask worker processes) in a thread, and counts the CPU time the rest of the machine
+    used meanwhile (other processes competing for the cores make timings noisy).
+
+    After exit: ``start`` and ``peak`` RSS in bytes, ``other_cpu`` the mean number of
+    cores busy with processes outside this tree, ``own_cpu`` the same for this tree.
+    """
 
     def __init__(self, interval=0.01):
         import psutil
 
+        self._psutil = psutil
         self._proc = psutil.Process()
         self.interval = interval
         self.start = self.peak = 0
+        self.other_cpu = self.own_cpu = float("nan")
         self._stop = threading.Event()
         self._thread = None
 
-    def _sample(self):
-        import psutil
-
-        total = 0
+    def _tree(self):
         procs = [self._proc]
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(self._psutil.Error):
             procs += self._proc.children(recursive=True)
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
+        return procs
+
+    def _rss(self):
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(self._psutil.Error):
                 total += p.memory_info().rss
         return total
 
+    def _cpu(self):
+        """(machine busy CPU seconds, this tree's CPU seconds, wall time)."""
+        t = self._psutil.cpu_times()
+        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        own = {}
+        for p in self._tree():
+            with contextlib.suppress(self._psutil.Error):
+                c = p.cpu_times()
+                own[p.pid] = c.user + c.system
+        return busy, own, timeit.default_timer()
+
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._sample())
+            self.peak = max(self.peak, self._rss())
 
     def __enter__(self):
-        self.start = self.peak = self._sample()
+        self.start = self.peak = self._rss()
+        self._cpu0 = self._cpu()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self.peak = max(self.peak, self._rss())
+        busy1, own1, t1 = self._cpu()
+        busy0, own0, t0 = self._cpu0
+        wall = max(t1 - t0, 1e-9)
+        own = sum(v - own0.get(pid, 0.0) for pid, v in own1.items())
+        self.own_cpu = own / wall
+        self.other_cpu = max(0.0, (busy1 - busy0) - own) / wall
         return False

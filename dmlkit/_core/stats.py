@@ -9,6 +9,10 @@ from dmlkit._core.dispatch import to_numpy
 
 
 def _stats_task(x, w, offset, n_threads=1):
+    if isinstance(x, np.ndarray):
+        mean = x.mean(axis=0, dtype=np.float64)
+        m2 = x.var(axis=0, dtype=np.float64) * x.shape[0]
+        return float(x.shape[0]), mean, m2
     from array_api_compat import array_namespace
 
     xp = array_namespace(x)

@@ -67,12 +67,33 @@ def _sample_keys(n, w, dist, offset, seed, step, block, m):
         key_w = np.where(wv > 0, logu / wv, -np.inf)
     tier = np.where(mass > 0, TIER_POS, np.where(wv > 0, TIER_ZERO_DIST, 0))
     key = np.where(tier == TIER_POS, key, key_w)
-    keep = np.flatnonzero(tier > 0)
-    if len(keep) > m:
-        # order: tier desc, key desc, index asc
-        order = np.lexsort((keep, -key[keep], -tier[keep]))[:m]
-        keep = keep[order]
+    keep = _top_m(tier, key, m)
     return tier[keep], key[keep], keep + offset, keep
+
+
+def _top_m(tier, key, m):
+    """Indices of the best m rows, ordered by tier desc, key desc, index asc.
+
+    Selects with argpartition (linear) and sorts only the survivors; every row tied
+    with the m-th best is kept for the sort, so the choice never depends on the
+    partition's internal order.
+    """
+    picked = []
+    for t in (TIER_POS, TIER_ZERO_DIST):
+        need = m - sum(len(p) for p in picked)
+        if need <= 0:
+            break
+        idx = np.flatnonzero(tier == t)
+        if len(idx) > need:
+            k = key[idx]
+            cut = np.partition(k, len(k) - need)[len(k) - need]
+            idx = idx[k >= cut]
+        picked.append(idx)
+    if not picked:
+        return np.zeros(0, dtype=np.int64)
+    keep = np.concatenate(picked)
+    order = np.lexsort((keep, -key[keep], -tier[keep]))[:m]
+    return keep[order]
 
 
 def _sample_task(x, w, offset, state, block, new_centers, base, seed, step, m, backend,

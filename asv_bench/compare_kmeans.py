@@ -1,0 +1,221 @@
+"""Lloyd iterations per second of dmlkit, scikit-learn and dask-ml, measured in one run.
+
+How to run (from the repository root; no Makefile needed)::
+
+    # the full comparison: 2,000,000 x 32 float32, 16 clusters, 10 iterations, 3 repeats
+    .venv/bin/python asv_bench/compare_kmeans.py
+
+    # a quick check that everything works
+    .venv/bin/python asv_bench/compare_kmeans.py --rows 100000 --repeats 1
+
+    # options: --rows --features --clusters --iters --repeats --systems --seed
+    #          --data-dir (cached data; default $TMPDIR/dmlkit-bench)
+
+Systems (``--systems``, default the first four):
+
+- ``dmlkit-threads``: ``dmlkit.KMeans`` on the numpy array, no client (dask's threaded
+  scheduler, 2 threads).
+- ``dmlkit-localcluster``: ``dmlkit.KMeans`` on a ``LocalCluster(n_workers=2,
+  threads_per_worker=1, processes=True)``, on a dask array persisted there once before
+  the timings (what a dask user does), in the blocks dmlkit picks itself for numpy input
+  (``dmlkit.block-size``, 128 MiB).
+- ``sklearn``: ``sklearn.cluster.KMeans(algorithm="lloyd")`` on the numpy array.
+- ``dask-ml``: ``dask_ml.cluster.KMeans`` on the same persisted dask array and cluster.
+- ``dask-ml-threads`` (optional): dask-ml on a dask array of the same blocks, no client.
+
+Every system starts from the same initial centres (16 distinct rows drawn with a fixed
+seed) with ``n_init=1, max_iter=--iters, tol=0``, on the same data (Gaussian blobs that
+overlap, so nobody converges early; cached as ``.npy``).  The repeats are interleaved
+(round r runs every system, in an order rotated by r) and the table reports the median.
+Time per iteration = wall time of the whole ``fit`` / the estimator's ``n_iter_`` (so it
+includes each system's input checks and final labels/inertia pass, spread over the
+iterations).  Peak RSS is sampled every 10 ms over this process and its children (the
+worker processes, which hold the persisted data); "+RSS" is the peak minus the RSS when
+the fit started.  "other CPU" is the mean number of cores other processes on the machine
+used during the fits: above ~0.2 the timings are disturbed.  Inertia is recomputed in
+float64 from each system's centres, the same way for all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchmarks import common as bc  # noqa: E402
+
+DESCRIPTIONS = {
+    "dmlkit-threads": "numpy, threads",
+    "dmlkit-localcluster": "persisted dask, 2 procs",
+    "sklearn": "numpy, OpenMP",
+    "dask-ml": "persisted dask, 2 procs",
+    "dask-ml-threads": "dask, threads",
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--features", type=int, default=32)
+    p.add_argument("--clusters", type=int, default=16)
+    p.add_argument("--iters", type=int, default=10, help="Lloyd iterations (max_iter; tol=0)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    p.add_argument("--systems", default=",".join(bc.SYSTEMS),
+                   help=f"comma-separated, from {', '.join(bc.SYSTEMS + bc.EXTRA_SYSTEMS)}")
+    p.add_argument("--seed", type=int, default=bc.SEED)
+    p.add_argument("--data-dir", default=None, help="where the generated data is cached")
+    args = p.parse_args(argv)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(bc.SYSTEMS + bc.EXTRA_SYSTEMS)
+    if unknown:
+        p.error(f"unknown system(s) {sorted(unknown)}")
+    if args.repeats < 1 or args.iters < 1:
+        p.error("--repeats and --iters must be >= 1")
+    return args
+
+
+def print_versions():
+    import dask
+    import dask_ml
+    import distributed
+    import numba
+    import psutil
+    import scipy
+    import sklearn
+    import threadpoolctl
+
+    import dmlkit
+    from dmlkit._core.numba_utils import parallel_available
+
+    parallel_available()  # loads numba's threading layer
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "none loaded"
+    print(f"python {platform.python_version()}  ({platform.platform()})")
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"dmlkit {dmlkit.__version__} | scikit-learn {sklearn.__version__} | dask-ml "
+          f"{dask_ml.__version__} | dask {dask.__version__} | distributed "
+          f"{distributed.__version__}")
+    print(f"numpy {np.__version__} | scipy {scipy.__version__} | numba {numba.__version__} "
+          f"(threading layer {layer}) | threadpoolctl {threadpoolctl.__version__}")
+    for lib in threadpoolctl.threadpool_info():
+        print(f"  {lib['user_api']}: {lib['internal_api']} {lib.get('version')} "
+              f"num_threads={lib['num_threads']} ({os.path.basename(lib['filepath'])})")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.data_dir:
+        os.environ["DMLKIT_BENCH_DATA"] = args.data_dir
+    print_versions()
+
+    t0 = time.perf_counter()
+    path = bc.make_blobs_file(args.rows, args.features, args.clusters, args.seed)
+    X = bc.load_blobs(path)
+    init = bc.initial_centers(X, args.clusters, args.seed)
+    rows = bc.block_rows(args.features, X.dtype.itemsize)
+    print(f"\ndata: {args.rows:,} x {args.features} {X.dtype}, {X.nbytes / 2**20:.0f} MiB, "
+          f"{args.clusters} clusters, {args.iters} Lloyd iterations, {args.repeats} repeats "
+          f"({path}, ready in {time.perf_counter() - t0:.1f}s)")
+    print(f"dask blocks: {rows:,} rows (dmlkit's choice for numpy input), "
+          f"{-(-args.rows // rows)} block(s)")
+
+    cluster = None
+    try:
+        fits = {}
+        if any(bc.needs_cluster(s) for s in args.systems):
+            t0 = time.perf_counter()
+            cluster = bc.DaskCluster(processes=True, n_workers=2, threads_per_worker=1)
+            Xd = cluster.persist(bc.dask_blobs(path, rows))
+            cluster.warm()
+            print(f"LocalCluster(n_workers=2, threads_per_worker=1, processes=True): data "
+                  f"persisted, blocks per worker {sorted(cluster.placement(Xd).values())} "
+                  f"({time.perf_counter() - t0:.1f}s)")
+        bc.warm_kernels()
+        for s in args.systems:
+            if bc.needs_cluster(s):
+                xd = Xd
+            elif s == "dask-ml-threads":
+                import dask.array as da
+
+                xd = da.from_array(X, chunks=(rows, args.features))
+            else:
+                xd = None
+            bc.warm_fit(s, path, init, cluster)
+            fits[s] = bc.kmeans_fitter(s, init, args.iters, X=X, Xd=xd, cluster=cluster)
+
+        results = {s: [] for s in args.systems}
+        last = {}
+        print("\nfits (seconds, n_iter, +RSS MiB, other CPU):")
+        for r in range(args.repeats):
+            order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
+            for s in order:
+                gc.collect()
+                with bc.ResourceMonitor() as mon:
+                    t = bc.Benchmark.timer()
+                    est = fits[s]()
+                    dt = bc.Benchmark.timer() - t
+                results[s].append((dt, int(est.n_iter_), mon))
+                last[s] = est
+                print(f"  round {r + 1} {s:<20} {dt:8.3f}s  n_iter={est.n_iter_:<3d} "
+                      f"+{(mon.peak - mon.start) / 2**20:7.0f}  {mon.other_cpu:5.2f}",
+                      flush=True)
+                del est
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+    inertias = {s: bc.inertia(X, last[s].cluster_centers_) for s in args.systems}
+    report(args, results, inertias)
+
+
+def report(args, results, inertias):
+    ref = inertias.get("sklearn", next(iter(inertias.values())))
+    ref_name = "sklearn" if "sklearn" in inertias else args.systems[0]
+    spi = {}
+    head = (f"{'system':<20} {'input':<24} {'n_iter':>6} {'s/iter':>8} {'min':>8} {'max':>8} "
+            f"{'fit s':>7} {'peak RSS':>9} {'+RSS':>7} {'other':>6}  inertia vs {ref_name}")
+    print(f"\nKMeans Lloyd, {args.rows:,} x {args.features} float32, k={args.clusters}, "
+          f"max_iter={args.iters}, tol=0, same init; median of {args.repeats} interleaved "
+          "repeats")
+    print("(seconds per iteration = fit time / n_iter_; RSS in MiB over this process and its "
+          "worker processes; other = cores used by other processes)")
+    print(head)
+    print("-" * len(head))
+    for s, runs in results.items():
+        per = [dt / n for dt, n, _ in runs]
+        spi[s] = statistics.median(per)
+        n_iter = sorted({n for _, n, _ in runs})
+        peak = max(m.peak for _, _, m in runs) / 2**20
+        extra = max(m.peak - m.start for _, _, m in runs) / 2**20
+        other = statistics.mean(m.other_cpu for _, _, m in runs)
+        rel = inertias[s] / ref - 1.0
+        print(f"{s:<20} {DESCRIPTIONS[s]:<24} {'/'.join(map(str, n_iter)):>6} {spi[s]:8.4f} "
+              f"{min(per):8.4f} {max(per):8.4f} {statistics.median(dt for dt, _, _ in runs):7.2f} "
+              f"{peak:9.0f} {extra:7.0f} {other:6.2f}  {rel:+.2e}")
+    print()
+
+    def ratio(a, b):
+        if a in spi and b in spi:
+            print(f"{a + ' / ' + b:<45} {spi[a] / spi[b]:6.2f}x  (s/iter, >1: {a} slower)")
+
+    ratio("dmlkit-localcluster", "sklearn")
+    ratio("dask-ml", "dmlkit-localcluster")
+    ratio("dmlkit-threads", "sklearn")
+    ratio("dask-ml-threads", "dmlkit-threads")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
