@@ -42,7 +42,8 @@ def config_context(**settings):
     """Temporarily change dmlkit settings: ``config_context(block_size="8MiB", backend="xp")``."""
     unknown = sorted(set(k.replace("_", "-") for k in settings) - set(DEFAULTS["dmlkit"]))
     if unknown:
-        raise ValueError(f"Unknown dmlkit setting(s) {unknown}; known: {sorted(DEFAULTS['dmlkit'])}")
+        known = sorted(DEFAULTS["dmlkit"])
+        raise ValueError(f"Unknown dmlkit setting(s) {unknown}; known: {known}")
     if "backend" in settings and settings["backend"] not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {settings['backend']!r}")
     with dask.config.set({f"dmlkit.{k.replace('_', '-')}": v for k, v in settings.items()}):

@@ -8,8 +8,8 @@ and the same call always gives the same data whatever the cluster.
 from __future__ import annotations
 
 import dask.array as da
-from dask.base import tokenize
 import numpy as np
+from dask.base import tokenize
 
 
 def _blobs_block(block_info=None, *, centers, cluster_std, seed, out_dtype):

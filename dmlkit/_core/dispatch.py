@@ -22,7 +22,8 @@ def backend_of(meta) -> str:
     is_numpy = isinstance(meta, np.ndarray)
     if forced == "numba":
         if not is_numpy:
-            raise ValueError(f"backend='numba' needs NumPy blocks, got {type(meta).__name__} blocks.")
+            raise ValueError(
+                f"backend='numba' needs NumPy blocks, got {type(meta).__name__} blocks.")
         return "numba"
     if forced == "xp":
         return "xp"

@@ -10,12 +10,9 @@ i-1's: a worker lost late in a fit costs one pass's tasks.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 
 import dask
-import dask.array as da
-import numpy as np
 
 from dmlkit._config import get_config
 from dmlkit._core.blocks import RowBlocks
@@ -139,10 +136,6 @@ class Driver:
             return list(self.client.persist(list(objs), retries=self.retries))
         return list(dask.persist(*objs))
 
-    def release(self, objs):
-        """Drop persisted intermediates."""
-        del objs
-
     def progress(self, total, desc):
         """A tqdm.auto progress bar when ``verbose`` (works in notebooks), else a no-op."""
         if self.verbose:
@@ -161,19 +154,3 @@ class _NoProgress:
 
     def close(self):
         pass
-
-
-def split_rows(n_rows: int, n_blocks: int):
-    """Row chunks for ``n_blocks`` nearly equal blocks (used by helpers and tests)."""
-    base = n_rows // n_blocks
-    rem = n_rows - base * n_blocks
-    return tuple(base + (1 if i < rem else 0) for i in range(n_blocks))
-
-
-def lazy_or_concrete(arr: da.Array, lazy: bool):
-    """Dask output for dask input, numpy for numpy input."""
-    return arr if lazy else arr.compute()
-
-
-def nan_to_inf(x):
-    return math.inf if x is None or np.isnan(x) else x

@@ -7,8 +7,6 @@ import numbers
 import time
 import warnings
 
-import dask
-import dask.array as da
 import numpy as np
 from sklearn.base import (
     BaseEstimator,
@@ -145,9 +143,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     n_features_in_ : int
     feature_names_in_ : ndarray of str (dataframe input with string column names)
     """
-
-    _parameter_names = ("n_clusters", "init", "n_init", "max_iter", "tol", "verbose",
-                        "random_state", "oversampling_factor", "init_max_iter", "cache")
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, oversampling_factor=2.0, init_max_iter=None,
@@ -324,7 +319,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         wv = np.concatenate([f[4] for f in found])
         order = np.lexsort((gidx, -d2))[:m]
         sums, counts = sums.copy(), counts.copy()
-        for new_id, j in zip(empty, order):
+        for new_id, j in zip(empty, order, strict=False):
             old_id = labels[j]
             x = rows[j].astype(np.float64)
             sums[old_id] -= x * wv[j]
@@ -446,4 +441,3 @@ def _sum_floats(*parts):
 
 
 __all__ = ["KMeans"]
-_ = (dask, da)
