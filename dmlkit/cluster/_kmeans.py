@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import time
@@ -211,6 +212,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     # -- fit -------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering of X (numpy, pandas, dask array or dask dataframe)."""
+        with _keep_state_on_error(self):
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight):
         self._check_params()
         blocks = to_row_blocks(X, estimator=self, reset=True, sample_weight=sample_weight)
         n, k = blocks.n_samples, self.n_clusters
@@ -232,10 +237,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 centers = init_array
             else:
                 centers = self._init_centers(driver, int(seed), backend)
-            centers, n_iter = self._lloyd(driver, centers, tol, backend, run, n_init)
+            centers, n_iter, counts = self._lloyd(driver, centers, tol, backend, run, n_init)
             inertia, labels = self._final_pass(driver, centers, backend, blocks.lazy)
             if best is None or inertia < best[2]:
-                best = (centers, n_iter, inertia, labels, self._counts)
+                best = (centers, n_iter, inertia, labels, counts)
         centers, n_iter, inertia, labels, self._counts = best
         self.cluster_centers_ = centers
         self.n_iter_ = int(n_iter)
@@ -276,6 +281,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         bar = driver.progress(self.max_iter, f"KMeans run {run + 1}/{n_init}" if n_init > 1
                               else "KMeans")
         n_iter = 0
+        counts = np.zeros(self.n_clusters)
         try:
             for it in range(self.max_iter):
                 state = driver.shared(centers, "centers")
@@ -291,7 +297,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 new = new.astype(dtype)
                 shift = float(((new.astype(np.float64) - centers) ** 2).sum())
                 centers = new
-                self._counts = counts
                 n_iter = it + 1
                 bar.update(1)
                 bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
@@ -304,7 +309,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                     logger.info("dmlkit-kmeans: max_iter=%d reached before tol", self.max_iter)
         finally:
             bar.close()
-        return centers, n_iter
+        return centers, n_iter, counts
 
     def _relocate_empty(self, driver, centers, sums, counts, empty, backend):
         """Move empty clusters to the rows farthest from their centre (as scikit-learn)."""
@@ -346,6 +351,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
         The first call initialises the centres from the batch with ``init``.
         """
+        with _keep_state_on_error(self):
+            return self._partial_fit(X, sample_weight)
+
+    def _partial_fit(self, X, sample_weight):
         first = not hasattr(self, "cluster_centers_")
         if first:
             self._check_params()
@@ -431,6 +440,18 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+@contextlib.contextmanager
+def _keep_state_on_error(estimator):
+    """A fit that raises leaves the estimator exactly as it was (nothing half-written)."""
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
 
 
 def _sum_floats(*parts):

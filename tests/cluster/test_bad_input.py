@@ -132,10 +132,18 @@ def test_unknown_chunk_sizes_are_computed(X):
 
 
 def test_failed_fit_leaves_fitted_model_untouched(X):
-    km = KMeans(2, random_state=0).fit(X)
-    centers = km.cluster_centers_.copy()
-    bad = X.copy()
-    bad[0, 0] = np.nan
-    with pytest.raises(ValueError):
-        km.fit(da.from_array(bad, chunks=50))
-    np.testing.assert_array_equal(km.cluster_centers_, centers)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    km = KMeans(2, random_state=0).fit(df)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(km).items()}
+    bad = np.hstack([X, X[:, :1]])
+    bad[150, 0] = np.nan  # found only inside the first pass over the lazy blocks
+    for attempt in (lambda: km.fit(da.from_array(bad, chunks=50)),
+                    lambda: km.partial_fit(da.from_array(bad[:, :3], chunks=50))):
+        with pytest.raises(ValueError, match="NaN"):
+            attempt()
+        assert set(vars(km)) == set(before)
+        for k, v in before.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(vars(km)[k], v)
+            else:
+                assert vars(km)[k] == v, k
