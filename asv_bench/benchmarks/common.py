@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 import timeit
@@ -200,13 +201,23 @@ class DaskCluster:
     def __init__(self, processes=True, n_workers=2, threads_per_worker=1):
         from distributed import Client, LocalCluster
 
+        # Tasks refer to this module's functions (block readers, warm-up) by name: the
+        # worker processes must be able to import the ``benchmarks`` package, which asv
+        # imports by path only.  Spawned workers start from this process's sys.path.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if root not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in paths if p])
+
         self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                     processes=processes, dashboard_address=None,
                                     # no dashboard; its bare HTTP server on a free port
                                     scheduler_kwargs={"dashboard_address": ":0"},
-                                    silence_logs=logging.ERROR)
+                                    silence_logs=logging.WARNING)
         self.client = Client(self.cluster, set_as_default=False)
-        self.client.wait_for_workers(n_workers)
+        self.client.wait_for_workers(n_workers, timeout=120)
 
     def as_current(self):
         return self.client.as_current()
@@ -216,7 +227,7 @@ class DaskCluster:
 
         X = self.client.persist(X)
         with self.as_current():
-            wait(X)
+            wait(X, timeout=120)
         return X
 
     def placement(self, X):
