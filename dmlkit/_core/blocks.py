@@ -10,6 +10,7 @@ first pass over each block, never with a separate ``compute()``.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 
 import dask
@@ -53,6 +54,21 @@ class RowBlocks:
     @property
     def dtype(self):
         return self.X.dtype
+
+
+def from_numpy_views(X: np.ndarray, rows: int) -> da.Array:
+    """A dask array whose blocks are views of X's row slices.
+
+    Unlike ``da.from_array`` (which copies its input and hashes it for a name), this
+    neither copies nor hashes: fitting on in-memory data adds no second copy of it.
+    """
+    X = X if X.ndim == 1 or X.flags.c_contiguous else np.ascontiguousarray(X)
+    chunks = da.core.normalize_chunks((rows,) + X.shape[1:], X.shape)
+    name = f"dmlkit-input-{uuid.uuid4().hex}"
+    bounds = np.concatenate([[0], np.cumsum(chunks[0])])
+    tail = (0,) * (X.ndim - 1)
+    dsk = {(name, i) + tail: X[bounds[i]:bounds[i + 1]] for i in range(len(chunks[0]))}
+    return da.Array(dsk, name, chunks, dtype=X.dtype, meta=X[:0])
 
 
 def is_dask_collection(obj) -> bool:
@@ -152,7 +168,7 @@ def _vector_blocks(v, X, what, dtype=None, check_finite=True):
         raise ValueError(f"{what} has {arr.shape[0]} rows but X has {n}; they must be aligned.")
     if check_finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         raise ValueError(f"Input {what} contains NaN or infinity.")
-    return da.from_array(arr, chunks=(X.chunks[0],))
+    return from_numpy_views(arr, X.chunks[0][0]).rechunk({0: X.chunks[0]})
 
 
 def check_sample_weight(sample_weight, X, dtype):
@@ -198,7 +214,7 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
         Xn = validate_data(estimator, X, reset=reset, dtype=list(dtype), **kwargs) \
             if estimator is not None else _check_array(X, dtype)
         rows = rows_per_block(Xn.shape[1], Xn.dtype.itemsize, block_size)
-        X = da.from_array(Xn, chunks=(rows, Xn.shape[1]))
+        X = from_numpy_views(Xn, rows)
         lazy = False
     w = check_sample_weight(sample_weight, X, X.dtype)
     yb = None if y is None else _vector_blocks(y, X, "y", check_finite=False)

@@ -15,9 +15,15 @@ import types
 
 import numba
 
+from dmlkit._core.client import local_threads
+
 # Dask calls kernels from several threads at once: only tbb and omp allow that.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
+# GNU OpenMP's threads otherwise spin for a while after each parallel kernel, taking
+# cores from the dask tasks running beside it.  Read when numba first loads libgomp;
+# a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _parallel_ok: bool | None = None
 _probe_lock = threading.Lock()
@@ -45,6 +51,8 @@ class BlockKernel:
             _copy_function(fn, "_parallel"))
 
     def __call__(self, *args, n_threads: int = 1):
+        # Never more threads than this worker (or process) has, whatever the driver asked.
+        n_threads = min(int(n_threads), local_threads())
         if n_threads > 1 and parallel_available():
             old = numba.get_num_threads()
             numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))

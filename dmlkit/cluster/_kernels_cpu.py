@@ -2,11 +2,16 @@
 
 Same public names and signatures as ``_kernels_xp``.  Every kernel reads its block once.
 Distances to centres use ||c||^2 - 2 x.c (the row's ||x||^2 does not change the argmin),
-computed with the inner loop across centres so it vectorises without reassociating
-any sum (no fastmath): the bits do not depend on the SIMD width.  The winning centre's
-squared distance is then computed exactly, in float64, for the inertia.  Ties go to the
-lowest centre index.  Per-block sums are accumulated in a fixed number of row chunks
-(a function of the block's shape) and combined in chunk order.
+with x.c for a tile of rows from one BLAS gemm call (as scikit-learn's Lloyd); BLAS runs
+single-threaded inside the kernel, parallelism comes from the fixed row chunks.  The
+winning centre's squared distance is then computed exactly, in float64, for the
+inertia.  Ties go to the lowest centre index.  Per-block sums are accumulated in a fixed
+number of row chunks (a function of the block's shape) and combined in chunk order.
+
+Determinism: the same block gives the same bits on any thread count.  Across machines
+with different BLAS kernels (say AVX2 against AVX-512 builds), scores can differ in the
+last bit, which can move a row whose two nearest centres tie to within rounding; a
+cluster of identical workers recomputes lost blocks bit for bit.
 """
 
 from __future__ import annotations
@@ -14,37 +19,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import prange
+from threadpoolctl import ThreadpoolController
 
 from dmlkit._core.numba_utils import block_kernel, n_chunks_for
 
-TILE = 32  # rows whose centre scores are computed together (centres stay in cache)
+TILE = 256  # rows whose centre scores come from one gemm call (as scikit-learn)
 
 
 @numba.njit(nogil=True, cache=True)
-def _scores_tile(X, t0, m, CT, c_norm, acc):
-    # IN  X (n, d), rows t0..t0+m; CT (d, k) centres transposed; c_norm (k,)
-    # OUT acc[:m, :k] = ||c||^2 - 2 x.c
-    d = X.shape[1]
-    k = CT.shape[1]
-    for r in range(m):
-        for j in range(k):
-            acc[r, j] = 0
-    for f in range(d):
-        for r in range(m):
-            xf = X[t0 + r, f]
-            for j in range(k):
-                acc[r, j] += xf * CT[f, j]
-    for r in range(m):
-        for j in range(k):
-            acc[r, j] = c_norm[j] - 2 * acc[r, j]
-
-
-@numba.njit(nogil=True, cache=True)
-def _argmin_row(acc, r, k):
+def _argmin_row(dots, r, c_norm):
+    # argmin_j ||c_j||^2 - 2 x_r.c_j, first index on ties
+    k = c_norm.shape[0]
     best = 0
-    best_v = acc[r, 0]
+    best_v = c_norm[0] - 2 * dots[r, 0]
     for j in range(1, k):
-        v = acc[r, j]
+        v = c_norm[j] - 2 * dots[r, j]
         if v < best_v:
             best_v = v
             best = j
@@ -66,18 +55,37 @@ def _prep_centers(centers):
 
 @numba.njit(nogil=True, cache=True)
 def _sqdist(X, i, centers, j):
-    s = 0.0
-    for f in range(X.shape[1]):
-        diff = np.float64(X[i, f]) - np.float64(centers[j, f])
-        s += diff * diff
-    return s
+    # exact ||x_i - c_j||^2 in float64; four partial sums in a fixed order
+    d = X.shape[1]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    f = 0
+    while f + 4 <= d:
+        a = np.float64(X[i, f]) - np.float64(centers[j, f])
+        b = np.float64(X[i, f + 1]) - np.float64(centers[j, f + 1])
+        c = np.float64(X[i, f + 2]) - np.float64(centers[j, f + 2])
+        e = np.float64(X[i, f + 3]) - np.float64(centers[j, f + 3])
+        s0 += a * a
+        s1 += b * b
+        s2 += c * c
+        s3 += e * e
+        f += 4
+    while f < d:
+        a = np.float64(X[i, f]) - np.float64(centers[j, f])
+        s0 += a * a
+        f += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 @block_kernel
-def _assign_partial_sums(X, w, centers, n_chunks):
+def _assign_partial_sums(X, w, centers, n_chunks, exact):
     # IN  X (n, d) C-contiguous; w (n,) weights or (0,) for unit weights; centers (k, d)
+    #     exact: also compute the inertia (an extra float64 pass over each row)
     # OUT sums (k, d) float64 weighted sums of each cluster's rows; counts (k,) float64
-    #     weight in each cluster; inertia float64 = sum w * ||x - c_label||^2
+    #     weight in each cluster; inertia float64 = sum w * ||x - c_label||^2 (NaN if
+    #     not exact)
     n, d = X.shape
     k = centers.shape[0]
     has_w = w.shape[0] > 0
@@ -89,22 +97,18 @@ def _assign_partial_sums(X, w, centers, n_chunks):
     for c in prange(n_chunks):
         start = c * chunk
         stop = min(n, start + chunk)
-        acc = np.empty((TILE, k), dtype=X.dtype)
         for t0 in range(start, stop, TILE):
-            m = min(TILE, stop - t0)
-            _scores_tile(X, t0, m, CT, c_norm, acc)
-            for r in range(m):
+            t1 = min(stop, t0 + TILE)
+            dots = np.dot(X[t0:t1], CT)
+            for r in range(t1 - t0):
                 i = t0 + r
-                best = _argmin_row(acc, r, k)
+                best = _argmin_row(dots, r, c_norm)
                 wi = np.float64(w[i]) if has_w else 1.0
-                s = 0.0
                 for f in range(d):
-                    xf = np.float64(X[i, f])
-                    diff = xf - np.float64(centers[best, f])
-                    s += diff * diff
-                    sums[c, best, f] += wi * xf
+                    sums[c, best, f] += wi * np.float64(X[i, f])
                 counts[c, best] += wi
-                inertia[c] += wi * s
+                if exact:
+                    inertia[c] += wi * _sqdist(X, i, centers, best)
     out_sums = np.zeros((k, d))
     out_counts = np.zeros(k)
     out_inertia = 0.0
@@ -112,6 +116,8 @@ def _assign_partial_sums(X, w, centers, n_chunks):
         out_sums += sums[c]
         out_counts += counts[c]
         out_inertia += inertia[c]
+    if not exact:
+        out_inertia = np.nan
     return out_sums, out_counts, out_inertia
 
 
@@ -120,7 +126,6 @@ def _labels_sqdist(X, centers, n_chunks):
     # IN  X (n, d); centers (k, d)
     # OUT labels (n,) int32 nearest centre; sqdist (n,) float64 squared distance to it
     n = X.shape[0]
-    k = centers.shape[0]
     CT, c_norm = _prep_centers(centers)
     labels = np.empty(n, dtype=np.int32)
     sqdist = np.empty(n, dtype=np.float64)
@@ -128,12 +133,11 @@ def _labels_sqdist(X, centers, n_chunks):
     for c in prange(n_chunks):
         start = c * chunk
         stop = min(n, start + chunk)
-        acc = np.empty((TILE, k), dtype=X.dtype)
         for t0 in range(start, stop, TILE):
-            m = min(TILE, stop - t0)
-            _scores_tile(X, t0, m, CT, c_norm, acc)
-            for r in range(m):
-                best = _argmin_row(acc, r, k)
+            t1 = min(stop, t0 + TILE)
+            dots = np.dot(X[t0:t1], CT)
+            for r in range(t1 - t0):
+                best = _argmin_row(dots, r, c_norm)
                 labels[t0 + r] = best
                 sqdist[t0 + r] = _sqdist(X, t0 + r, centers, best)
     return labels, sqdist
@@ -153,6 +157,9 @@ def _sqdist_all(X, centers, n_chunks):
     return out
 
 
+_blas = ThreadpoolController()
+
+
 def _contig(X):
     return X if X.flags.c_contiguous else np.ascontiguousarray(X)
 
@@ -161,17 +168,20 @@ def _threads(n_threads, n_chunks):
     return max(1, min(int(n_threads), n_chunks))
 
 
-def assign_partial_sums_block(X, w, centers, n_threads=1):
+def assign_partial_sums_block(X, w, centers, n_threads=1, exact_inertia=True):
     """Fused assign + accumulate over one block.
 
-    Returns (sums (k, d) float64, counts (k,) float64, inertia float).
+    Returns (sums (k, d) float64, counts (k,) float64, inertia float).  The inertia
+    costs as much as the assignment; with ``exact_inertia=False`` it is skipped (NaN).
     """
     X = _contig(X)
     centers = np.ascontiguousarray(centers, dtype=X.dtype)
     w = np.empty(0, dtype=X.dtype) if w is None else np.ascontiguousarray(w)
     k, d = centers.shape
     nc = n_chunks_for(X.shape[0], 8 * k * (d + 1))
-    return _assign_partial_sums(X, w, centers, nc, n_threads=_threads(n_threads, nc))
+    with _blas.limit(limits=1, user_api="blas"):
+        return _assign_partial_sums(X, w, centers, nc, bool(exact_inertia),
+                                    n_threads=_threads(n_threads, nc))
 
 
 def labels_sqdist_block(X, centers, n_threads=1):
@@ -179,7 +189,8 @@ def labels_sqdist_block(X, centers, n_threads=1):
     X = _contig(X)
     centers = np.ascontiguousarray(centers, dtype=X.dtype)
     nc = n_chunks_for(X.shape[0], 0)
-    return _labels_sqdist(X, centers, nc, n_threads=_threads(n_threads, nc))
+    with _blas.limit(limits=1, user_api="blas"):
+        return _labels_sqdist(X, centers, nc, n_threads=_threads(n_threads, nc))
 
 
 def sqdist_block(X, centers, n_threads=1):

@@ -31,8 +31,11 @@ def _exact_sqdist(xp, Xc, centers, labels):
     return xp.sum(diff * diff, axis=1)
 
 
-def assign_partial_sums_block(X, w, centers, n_threads=1):
-    """Fused assign + accumulate: (sums (k, d) float64, counts (k,) float64, inertia)."""
+def assign_partial_sums_block(X, w, centers, n_threads=1, exact_inertia=True):
+    """Fused assign + accumulate: (sums (k, d) float64, counts (k,) float64, inertia).
+
+    With ``exact_inertia=False`` the inertia is skipped (NaN).
+    """
     xp = array_namespace(X)
     centers = _as_centers(xp, X, centers)
     n, d = X.shape
@@ -47,15 +50,17 @@ def assign_partial_sums_block(X, w, centers, n_threads=1):
         Xc = X[start:stop, :]
         labels = xp.argmin(_scores(xp, Xc, centers, c_norm), axis=1)
         onehot = xp.astype(labels[:, None] == ids[None, :], xp.float64)
+        wc = None
         if w is not None:
             wc = xp.astype(xp.asarray(w[start:stop], device=dev), xp.float64)
             onehot = onehot * wc[:, None]
-            dist = wc * _exact_sqdist(xp, Xc, centers, labels)
-        else:
+        if exact_inertia:
             dist = _exact_sqdist(xp, Xc, centers, labels)
+            inertia = inertia + xp.sum(dist if wc is None else wc * dist)
         sums = sums + xp.matrix_transpose(onehot) @ xp.astype(Xc, xp.float64)
         counts = counts + xp.sum(onehot, axis=0)
-        inertia = inertia + xp.sum(dist)
+    if not exact_inertia:
+        inertia = xp.full((), float("nan"), dtype=xp.float64, device=dev)
     return sums, counts, inertia
 
 

@@ -37,9 +37,10 @@ INITS = {
 # ----------------------------------------------------------------------------------
 # block tasks (module level: they pickle to workers by reference)
 # ----------------------------------------------------------------------------------
-def _lloyd_task(x, w, offset, centers, backend, n_threads=1):
+def _lloyd_task(x, w, offset, centers, backend, exact_inertia, n_threads=1):
     K = get_kernels("cluster", backend)
-    sums, counts, inertia = K.assign_partial_sums_block(x, w, centers, n_threads=n_threads)
+    sums, counts, inertia = K.assign_partial_sums_block(x, w, centers, n_threads=n_threads,
+                                                        exact_inertia=exact_inertia)
     return to_numpy(sums), to_numpy(counts), float(to_numpy(inertia))
 
 
@@ -285,8 +286,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         try:
             for it in range(self.max_iter):
                 state = driver.shared(centers, "centers")
+                # The exact inertia costs as much as the assignment: only for progress.
                 sums, counts, inertia = driver.map_reduce(_lloyd_task, _combine_lloyd, state,
-                                                          backend, step="lloyd")
+                                                          backend, bool(self.verbose),
+                                                          step="lloyd")
                 empty = np.flatnonzero(counts == 0)
                 if len(empty):
                     sums, counts = self._relocate_empty(driver, centers, sums, counts, empty,
@@ -299,7 +302,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 centers = new
                 n_iter = it + 1
                 bar.update(1)
-                bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
+                if self.verbose:
+                    bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
                 logger.debug("dmlkit-kmeans iter %d inertia %.6g shift %.3g", n_iter, inertia,
                              shift)
                 if shift <= tol:
@@ -377,7 +381,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         else:
             centers = np.ascontiguousarray(self.cluster_centers_, dtype=blocks.dtype)
         sums, counts, inertia = driver.map_reduce(
-            _lloyd_task, _combine_lloyd, driver.shared(centers, "centers"), backend,
+            _lloyd_task, _combine_lloyd, driver.shared(centers, "centers"), backend, True,
             step="minibatch")
         total = self._counts + counts
         new = centers.astype(np.float64)

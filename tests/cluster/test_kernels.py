@@ -132,3 +132,20 @@ def test_sqdist_all(impl, rng):
         out = to_numpy(xpk.sqdist_block(strict(X), strict(C)))
     _, rd2, *_ = reference(X, None, C)
     np.testing.assert_allclose(out, rd2, rtol=1e-12)
+
+
+def test_inertia_can_be_skipped_without_changing_sums(impl, rng):
+    X = rng.standard_normal((5000, 4))
+    C = rng.standard_normal((3, 4))
+    w = rng.uniform(0.5, 1.5, 5000)
+    exact = run_assign(impl, X, w, C)
+    if impl == "numba":
+        fast = cpu.assign_partial_sums_block(X, w, C, exact_inertia=False)
+    elif impl == "xp-numpy":
+        fast = xpk.assign_partial_sums_block(X, w, C, exact_inertia=False)
+    else:
+        fast = tuple(to_numpy(o) for o in xpk.assign_partial_sums_block(
+            strict(X), strict(w), strict(C), exact_inertia=False))
+    np.testing.assert_array_equal(fast[0], exact[0])
+    np.testing.assert_array_equal(fast[1], exact[1])
+    assert np.isnan(float(fast[2])) and np.isfinite(float(exact[2]))
