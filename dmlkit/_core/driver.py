@@ -17,11 +17,12 @@ import dask
 from dmlkit._config import get_config
 from dmlkit._core.blocks import RowBlocks
 from dmlkit._core.client import get_client_or_none, total_memory, total_threads
-from dmlkit._core.reduce import tree_reduce
+from dmlkit._core.reduce import tree_reduce, tree_reduce_local
 
 logger = logging.getLogger("dmlkit")
 
 CACHE_CHOICES = ("auto", True, False)
+INLINE_STATE_BYTES = 256 * 1024
 
 
 def check_cache_param(cache):
@@ -95,7 +96,16 @@ class Driver:
         return f"dmlkit-{self.family}-{step}-{self._token}-{self._pass}"
 
     def shared(self, value, step="state"):
-        """Put ``value`` (model state) into the graph as one key."""
+        """Model state every block task of a pass needs.
+
+        Large state enters the graph as one key, which the scheduler ships once per worker.
+        Small state (under ``INLINE_STATE_BYTES``) travels inside each task's arguments:
+        it still has lineage (the task holds it), and the pass does not wait for one
+        worker to hold the key and another to fetch it (~10 ms of a ~30 ms pass on a
+        2-worker LocalCluster, measured with KMeans on 4000 x 32).
+        """
+        if getattr(value, "nbytes", INLINE_STATE_BYTES) < INLINE_STATE_BYTES:
+            return value
         return dask.delayed(value, name=self.key(step), pure=False)
 
     def map_blocks(self, fn, *shared, step, per_block=None, blocks=None):
@@ -117,9 +127,16 @@ class Driver:
     def reduce(self, parts, combine, step, split_every=8):
         return tree_reduce(parts, combine, split_every=split_every, name=self.key(step + "-reduce"))
 
-    def map_reduce(self, fn, combine, *shared, step, per_block=None):
-        """Map ``fn`` over all blocks, reduce in the fixed tree, compute; returns the value."""
+    def map_reduce(self, fn, combine, *shared, step, per_block=None, local_reduce=True):
+        """Map ``fn`` over all blocks, reduce in the fixed tree, compute; returns the value.
+
+        With ``local_reduce`` (for small partial results) the block results come back to
+        the client and the same fixed tree is applied there: the same bits as the tree on
+        the workers, without the transfers between workers.
+        """
         parts = self.map_blocks(fn, *shared, step=step, per_block=per_block)
+        if local_reduce:
+            return tree_reduce_local(self.compute(*parts), combine)
         return self.compute(self.reduce(parts, combine, step))[0]
 
     # -- execution -----------------------------------------------------------------
