@@ -3,8 +3,9 @@
 :class:`ProcCluster` starts one scheduler and N single-threaded workers as separate OS
 processes, each the leader of its own process group (``start_new_session=True``), so a
 test can SIGKILL one worker for real (``--no-nanny``: nothing restarts it).  ``close()``
-SIGKILLs every group that is still alive; each child also gets ``PR_SET_PDEATHSIG`` so it
-dies with the pytest process even if the finaliser never runs (e.g. a hard timeout).
+SIGKILLs every group that is still alive.  Where util-linux ``setpriv`` exists, each child
+also runs with ``--pdeathsig KILL`` so it dies with the pytest process even if the
+finaliser never runs (e.g. a hard timeout); workers also have ``--death-timeout``.
 
 This module is pickled *by value* (cloudpickle) when its functions are sent to the
 scheduler or the workers, so those processes need not import ``tests``.
@@ -12,10 +13,10 @@ scheduler or the workers, so those processes need not import ``tests``.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,14 +34,9 @@ VENV_BIN = Path(sys.executable).parent
 DASK = str(VENV_BIN / "dask")
 HOST = "127.0.0.1"
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+_SETPRIV = shutil.which("setpriv")
+# No preexec_fn (unsafe with threads): setpriv sets PR_SET_PDEATHSIG, then execs dask.
+_DIE_WITH_PARENT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 
 
 def proc_env():
@@ -91,9 +87,8 @@ class ProcCluster:
     def _popen(self, args, name):
         log = open(self.tmpdir / f"{name}.log", "wb")
         self._logs.append(log)
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=proc_env(),
-                                cwd=self.tmpdir, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        return subprocess.Popen(_DIE_WITH_PARENT + args, stdout=log, stderr=subprocess.STDOUT,
+                                env=proc_env(), cwd=self.tmpdir, start_new_session=True)
 
     def start(self):
         self.scheduler = self._popen(
@@ -195,9 +190,9 @@ def blobs(n_samples=300_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
     """Overlapping Gaussian blobs as a dask array generated inside the graph (lineage is cheap)."""
     import dask.array as da
 
-    from dmlkit._core.driver import split_rows
-
-    chunks = (split_rows(n_samples, n_blocks), (n_features,))
+    base, rem = divmod(n_samples, n_blocks)
+    rows = tuple(base + (1 if i < rem else 0) for i in range(n_blocks))
+    chunks = (rows, (n_features,))
     return da.map_blocks(_blob_block, n_features=n_features, seed=seed, chunks=chunks,
                          dtype=np.float64, meta=np.empty((0, n_features), np.float64),
                          name=f"dmlkit-test-blobs-{n_samples}-{n_features}-{n_blocks}-{seed}")
@@ -207,10 +202,9 @@ def blobs(n_samples=300_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
 def _dmlkit_tasks(dask_scheduler=None):
     """Runs on the scheduler: {key: state} of dmlkit's tasks, and what each worker holds.
 
-    ``held``: number of keys in a worker's memory (``held_init``: of k-means init
-    state); ``unique``: of those, the keys no other worker
-    has (lost for good if it dies: they must be recomputed); ``unique_init``: of those,
-    the k-means init state.
+    ``held``: how many keys a worker has in memory; ``held_init``: how many of them are
+    k-means init state; ``unique``: the keys no other worker has (lost if it dies, to
+    be recomputed); ``unique_init``: those that are k-means init state.
     """
     tasks = {k: ts.state for k, ts in dask_scheduler.tasks.items()
              if isinstance(k, str) and k.startswith("dmlkit-")}
@@ -250,18 +244,20 @@ def passes_seen(keys, step):
 
 
 class FitThread(threading.Thread):
-    """``est.fit(X)`` in a background thread; keeps the exception, if any."""
+    """``est.fit(X)`` in a background thread with ``client`` as the current client
+    (contextvars do not follow a new thread); keeps the exception, if any."""
 
-    def __init__(self, est, X):
+    def __init__(self, est, X, client):
         super().__init__(daemon=True, name="dmlkit-fit")
-        self.est, self.X = est, X
+        self.est, self.X, self.client = est, X, client
         self.error: BaseException | None = None
         self.seconds = None
 
     def run(self):
         t0 = time.perf_counter()
         try:
-            self.est.fit(self.X)
+            with self.client.as_current():
+                self.est.fit(self.X)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
         finally:

@@ -1,12 +1,15 @@
 """A worker SIGKILLed mid-fit does not fail the fit and does not change its result.
 
 Real processes on 127.0.0.1: one ``dask scheduler`` and three ``dask worker --no-nanny``
-(one thread each), a fresh cluster per test.  The data is generated inside the graph,
-block by block from streams keyed by the block index, so a lost block is recomputed
-from lineage and comes back the same bytes.  Each faulty fit runs in a thread while the
-main thread watches the scheduler's task keys and kills the worker holding the most
-data at the chosen moment (during k-means|| init, or after a few Lloyd passes); the fit
-must finish with the fault-free fit's centres, inertia and iteration count, bit for bit.
+(one thread each), a fresh cluster per test (each kill removes a worker for good).  The
+data is generated inside the graph, block by block, from random streams keyed by the
+block index, so a lost block is recomputed from lineage and comes back the same bytes.
+
+Each faulty fit runs in a thread while the main thread watches the scheduler's task keys
+(``dmlkit-kmeans-<step>-<token>-<pass>[-<block>]``) and, at the chosen moment (during
+k-means|| init, or after a few Lloyd passes), SIGKILLs the worker whose loss hurts most
+(the most results held nowhere else).  The fit must finish with the fault-free fit's
+centres, inertia and iteration count, bit for bit.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import dask
 import numpy as np
 import pytest
 
-import dmlkit._core.driver as driver_mod
-
 from tests._cluster_procs import FitThread, ProcCluster, blobs, parse_key, wait_for_passes
 
 distributed = pytest.importorskip("distributed")
@@ -26,17 +27,23 @@ distributed = pytest.importorskip("distributed")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 N_WORKERS = 3
+# tol=0 and overlapping blobs: all 30 Lloyd iterations run, so a kill after the third
+# is well inside the fit.
 PARAMS = dict(n_clusters=8, random_state=0, max_iter=30, tol=0)
 
 
 @pytest.fixture
 def proc_cluster(tmp_path):
-    """A fresh scheduler + 3 worker processes and a Client on them; always torn down."""
+    """A fresh scheduler + 3 worker processes and a Client on them; always torn down.
+
+    The client is not made the global default: tests make it current (``as_current``)
+    around the fits that should run on it, so a fit outside that block runs locally.
+    """
     cluster = ProcCluster(tmp_path, n_workers=N_WORKERS, memory_limit="2GiB")
     client = None
     try:
         cluster.start()
-        client = distributed.Client(cluster.address, timeout=60, set_as_default=True)
+        client = distributed.Client(cluster.address, timeout=60, set_as_default=False)
         client.wait_for_workers(N_WORKERS, timeout=120)
         yield cluster, client
     finally:
@@ -53,10 +60,15 @@ def _data():
     return blobs(n_samples=300_000, n_features=16, n_blocks=8)
 
 
-def _fit(X, **kw):
+def _estimator(**kw):
     from dmlkit import KMeans
 
-    return KMeans(**{**PARAMS, **kw}).fit(X)
+    return KMeans(**{**PARAMS, **kw})
+
+
+def _fit_on(client, X, **kw):
+    with client.as_current():
+        return _estimator(**kw).fit(X)
 
 
 def _assert_same_model(got, ref):
@@ -65,109 +77,125 @@ def _assert_same_model(got, ref):
     assert got.n_iter_ == ref.n_iter_
 
 
-def _n_workers(client):
-    return len(client.scheduler_info(n_workers=-1)["workers"])
+def _workers(client):
+    return client.scheduler_info(n_workers=-1)["workers"]
 
 
-def _victim(cluster, client, snap, prefer_init=False):
-    """The worker whose loss hurts most: the most keys held nowhere else (the most init
-    state held nowhere else, if asked), then the most keys."""
+def _victim(snap, prefer_init):
+    """The worker whose loss hurts most: the most results held nowhere else (of the init
+    state first, when asked), then the most results."""
     def score(a):
         return (len(snap["unique_init"][a]) if prefer_init else 0,
                 len(snap["unique"][a]), snap["held"][a], a)
 
-    addr = max(snap["held"], key=score)
-    return addr, cluster.process_of(client, addr)
+    return max(snap["held"], key=score)
 
 
-def _faulty_fit(cluster, client, step, n_passes, prefer_init):
-    X = _data()
+def _step(key):
+    p = parse_key(key)
+    return None if p is None else p[0]
+
+
+def _fit_with_a_kill(cluster, client, step, n_passes, prefer_init, cache):
+    """Fit in a thread; SIGKILL one worker once ``n_passes`` passes of ``step`` appeared.
+
+    Returns (estimator, what the kill hit) after checking that the worker really died
+    mid-fit, stayed dead, and that what only it held was recomputed.
+    """
     pids = cluster.worker_pids(client)
-    fit = FitThread(_make_estimator(), X)
+    fit = FitThread(_estimator(cache=cache), _data(), client)
     with distributed.get_task_stream(client=client) as stream:
         fit.start()
         try:
             snap = wait_for_passes(client, fit, step, n_passes)
-            addr, proc = _victim(cluster, client, snap, prefer_init)
+            addr = _victim(snap, prefer_init)
+            proc = cluster.process_of(client, addr)
             assert fit.is_alive(), "the fit ended before the kill"
+            killed_at = time.time()  # the task stream's time base (same host)
             cluster.kill_worker(proc)
-            killed_at = time.time()
             assert fit.is_alive(), "the fit ended before the kill"
         finally:
             fit.join(timeout=240)
     assert not fit.is_alive(), "the fit did not finish after the worker was killed"
     if fit.error is not None:
         raise fit.error
-    # The worker really died and did not come back; the others are the same processes.
+
+    # The worker really died and did not come back (no nanny); the others are the same
+    # processes as before.
     assert proc.poll() == -9
-    assert addr in pids and addr not in client.scheduler_info(n_workers=-1)["workers"]
-    assert _n_workers(client) == N_WORKERS - 1
-    remaining = cluster.worker_pids(client)
-    assert remaining == {a: p for a, p in pids.items() if a != addr}
-    # What only the dead worker held was recomputed from lineage: tasks that had finished
-    # before the kill, or input blocks (computed once, when cached), ran after it.
-    done_before = {str(t["key"]) for t in stream.data
-                   if max(s["stop"] for s in t["startstops"]) < killed_at}
+    assert addr in pids and addr not in _workers(client)
+    assert len(_workers(client)) == N_WORKERS - 1
+    assert cluster.worker_pids(client) == {a: p for a, p in pids.items() if a != addr}
+
+    # The scheduler saw an unexpected loss: the tasks the worker was running and the
+    # results only it held go back to be recomputed from lineage; no scattered data
+    # (which has no lineage) was lost.
+    removal = [msg for _, msg in client.get_events(addr)
+               if isinstance(msg, dict) and msg.get("action") == "remove-worker"]
+    assert len(removal) == 1, client.get_events(addr)
+    removal = removal[0]
+    assert not removal["expected"]
+    assert not removal["lost-scattered-tasks"], removal
+    hit = {"processing": sorted(map(str, removal["processing-tasks"])),
+           "lost": sorted(map(str, removal["lost-computed-tasks"])),
+           "snapshot": snap}
+    assert hit["processing"] or hit["lost"], "the kill hit neither a running task nor data"
+    # Input blocks are read by every later pass: each one lost was computed again.
     after = {str(t["key"]) for t in stream.data
              if min(s["start"] for s in t["startstops"]) > killed_at}
-    rerun = {k for k in after if k in done_before or k.startswith("(")}
-    lost = snap["unique"][addr]
-    print(f"\n{step}: killed {addr} after passes {snap['seen']}, holding {len(lost)} keys no "
-          f"other worker had: {sorted(lost)}; fit {fit.seconds:.2f}s; recomputed {len(rerun)} "
-          f"tasks: {sorted(rerun)}")
-    if lost:
-        assert rerun, f"the dead worker held {lost} but nothing was recomputed"
-    return fit.est, snap, killed_at
+    lost_blocks = {k for k in hit["lost"] if k.startswith("(")}
+    assert lost_blocks <= after, f"lost input blocks never recomputed: {lost_blocks - after}"
+    print(f"\n{step}, cache={cache!r}: killed {addr} when passes {snap['seen']} had appeared (fit "
+          f"{fit.seconds:.2f}s); it was running {hit['processing']} and was the only holder "
+          f"of {hit['lost']}")
+    return fit.est, hit
 
 
-def _make_estimator():
-    from dmlkit import KMeans
-
-    return KMeans(**PARAMS)
-
-
-def test_reference_fit_on_process_cluster(proc_cluster, monkeypatch):
-    """(a) The fault-free fit on the process cluster: repeatable, and the same bits as
+def test_reference_fit_on_process_cluster(proc_cluster):
+    """(a) The fault-free fit on the process cluster is repeatable, and the same bits as
     on dask's local threaded scheduler (fixed reduction tree, per-block streams)."""
     cluster, client = proc_cluster
     X = _data()
     t0 = time.perf_counter()
-    ref = _fit(X)
-    t_fit = time.perf_counter() - t0
-    assert ref.n_iter_ == PARAMS["max_iter"]  # tol=0: runs every iteration
+    ref = _fit_on(client, X)
+    print(f"\nreference fit on the process cluster: {time.perf_counter() - t0:.2f}s")
+    assert ref.n_iter_ == PARAMS["max_iter"]
     assert np.isfinite(ref.cluster_centers_).all() and ref.inertia_ > 0
-    again = _fit(X)
-    _assert_same_model(again, ref)
-    # Same bits without any client (local threads), same blocks, same seed.
-    with monkeypatch.context() as m:
-        m.setattr(driver_mod, "get_client_or_none", lambda: None)
-        with dask.config.set(scheduler="threads"):
-            local = _fit(X)
+    _assert_same_model(_fit_on(client, X), ref)
+    # No current client here: the driver runs on local threads.
+    with dask.config.set(scheduler="threads"):
+        local = _estimator().fit(X)
     _assert_same_model(local, ref)
-    assert _n_workers(client) == N_WORKERS
-    print(f"reference fit {t_fit:.2f}s")
+    assert len(_workers(client)) == N_WORKERS
 
 
+@pytest.mark.parametrize("cache", ["auto", False], ids=["cached", "streamed"])
 @pytest.mark.parametrize(
     "step,n_passes,prefer_init",
     [
-        # k-means|| init: round 0's per-block state is persisted on the workers and
-        # round 1 has been submitted when the worker dies.
+        # k-means|| init: round 0 is done (with cached input its per-block state is
+        # persisted on the workers) and round 1 has been submitted when the worker dies.
         pytest.param("init", 2, True, id="during-kmeans-parallel-init"),
-        # Lloyd: three passes seen; the cached input blocks of the dead worker are lost.
+        # Lloyd: three passes have appeared; with cached input the dead worker's blocks
+        # are lost and rebuilt from lineage.
         pytest.param("lloyd", 3, False, id="after-3-lloyd-iterations"),
     ],
 )
-def test_worker_killed_mid_fit_same_model(proc_cluster, step, n_passes, prefer_init):
+def test_worker_killed_mid_fit_same_model(proc_cluster, step, n_passes, prefer_init, cache):
     """(b), (c) SIGKILL one worker mid-fit: the fit completes with the same model."""
     cluster, client = proc_cluster
-    ref = _fit(_data())  # fault-free, on the same (still complete) cluster
-    est, snap, _ = _faulty_fit(cluster, client, step, n_passes, prefer_init)
-    steps_at_kill = {p[0] for p in map(parse_key, snap["tasks"]) if p is not None}
+    ref = _fit_on(client, _data(), cache=cache)  # fault-free, on the still complete cluster
+    est, hit = _fit_with_a_kill(cluster, client, step, n_passes, prefer_init, cache)
+    hit_steps = {_step(k) for k in hit["processing"] + hit["lost"]}
+    running_steps = {_step(k) for k in hit["processing"]}
+    seen_steps = {_step(k) for k in hit["snapshot"]["tasks"]}
     if step == "init":
-        # Killed during init: no Lloyd pass had been submitted yet.
-        assert "lloyd" not in steps_at_kill, sorted(snap["tasks"])
-        assert any(snap["held_init"].values()), "no init state was held on any worker"
+        # Killed inside init: no Lloyd pass had started; with cached input the worker
+        # held (or was computing) per-block init state, which was lost.
+        assert "lloyd" not in seen_steps | running_steps, hit
+        if cache != False:  # noqa: E712 - the parameter is 'auto' or False
+            assert any(s is not None and s.startswith("init") for s in hit_steps), hit
     else:
-        assert len(snap["seen"]) >= n_passes
+        assert len(hit["snapshot"]["seen"]) >= n_passes
+        assert "init" not in running_steps, hit
     _assert_same_model(est, ref)

@@ -1,7 +1,10 @@
 """Distributed initialisation of k-means centres.
 
 All three samplers share one pass: every block updates its rows' distance to the
-nearest chosen centre (the per-block *state*, persisted with lineage between rounds)
+nearest chosen centre (the per-block *state*, 16 bytes a row: persisted with lineage
+between rounds when the input blocks are cached; rebuilt in every pass from the centres
+chosen so far, in the same order and so to the same bits, when the input is streamed,
+because state that grows with the data would break an out-of-core fit's bounded memory)
 and proposes its best rows under Efraimidis-Spirakis weighted-sampling keys
 ``log(u) / mass`` with ``u`` from a stream seeded by (seed, round, block index).  The
 driver keeps the globally best keys.  This draws rows without replacement with
@@ -105,6 +108,31 @@ def _sample_task(x, w, offset, state, block, new_centers, base, seed, step, m, b
     return state, (tier, key, gidx, _rows_numpy(x, local))
 
 
+def _state_from_groups(x, groups, backend, n_threads):
+    """The state after applying every (centres, base) group in order (streamed input)."""
+    state = _update_state(x, None, None, 0, backend, n_threads)
+    for centers, base in groups:
+        state = _update_state(x, state, centers, base, backend, n_threads)
+    return state
+
+
+def _sample_stream_task(x, w, offset, block, groups, seed, step, m, backend, n_threads=1):
+    """``_sample_task`` without persisted state: rebuild it, propose, keep nothing."""
+    state = _state_from_groups(x, groups, backend, n_threads)
+    return _sample_task(x, w, offset, state, block, None, 0, seed, step, m, backend,
+                        n_threads=n_threads)[1]
+
+
+def _weights_stream_task(x, w, offset, groups, n_cand, backend, n_threads=1):
+    state = _state_from_groups(x, groups, backend, n_threads)
+    return _weights_task(x, w, offset, state, None, 0, n_cand, backend, n_threads=n_threads)
+
+
+def _potentials_stream_task(x, w, offset, groups, trials, backend, n_threads=1):
+    state = _state_from_groups(x, groups, backend, n_threads)
+    return _potentials_task(x, w, offset, state, trials, backend, n_threads=n_threads)
+
+
 def _weights_task(x, w, offset, state, new_centers, base, n_cand, backend, n_threads=1):
     """Final k-means|| pass: owners of all rows -> weight of each candidate."""
     _, owner = _update_state(x, state, new_centers, base, backend, n_threads)
@@ -141,43 +169,72 @@ def _merge_samples(samples, m):
 
 
 class _Sampler:
-    """Runs init rounds on a driver, holding the persisted per-block state."""
+    """Runs init rounds on a driver.
+
+    With cached input blocks the per-block state is persisted between rounds (with
+    lineage).  With streamed input (larger than the cluster's memory) nothing per row
+    outlives a pass: each pass rebuilds the state from the (few) centres chosen so far.
+    """
 
     def __init__(self, driver, seed, backend):
         self.driver = driver
         self.seed = seed
         self.backend = backend
+        self.keep_state = bool(driver.cached)
         self.outs = [None] * len(driver.x_parts)
+        self.groups = []  # (centres, base) in the order they were added (streamed input)
         self.step = 0
 
     def round(self, new_centers, base, m):
         d = self.driver
-        per_block = [(o, i) for i, o in enumerate(self._states())]
-        shared = d.shared(new_centers, "init-centers") if new_centers is not None else None
-        outs = d.map_blocks(_sample_task, shared, base, self.seed, self.step, m, self.backend,
-                            step="init", per_block=per_block)
-        outs = d.persist(outs)
-        samples = d.compute(*[dask.delayed(_second)(o) for o in outs])
-        self.outs = outs
+        if self.keep_state:
+            per_block = [(o, i) for i, o in enumerate(self._states())]
+            shared = d.shared(new_centers, "init-centers") if new_centers is not None else None
+            outs = d.map_blocks(_sample_task, shared, base, self.seed, self.step, m,
+                                self.backend, step="init", per_block=per_block)
+            outs = d.persist(outs)
+            samples = d.compute(*[dask.delayed(_second)(o) for o in outs])
+            self.outs = outs
+        else:
+            if new_centers is not None and len(new_centers):
+                self.groups.append((new_centers, base))
+            per_block = [(i,) for i in range(len(d.x_parts))]
+            samples = d.compute(*d.map_blocks(
+                _sample_stream_task, self._groups("init-centers"), self.seed, self.step, m,
+                self.backend, step="init", per_block=per_block))
         self.step += 1
         return _merge_samples(samples, m)
 
     def candidate_weights(self, new_centers, base, n_cand):
         d = self.driver
-        per_block = [(s,) for s in self._states()]
-        parts = d.map_blocks(_weights_task, d.shared(new_centers, "init-centers"), base, n_cand,
-                             self.backend, step="init-weights", per_block=per_block)
+        if self.keep_state:
+            per_block = [(s,) for s in self._states()]
+            parts = d.map_blocks(_weights_task, d.shared(new_centers, "init-centers"), base,
+                                 n_cand, self.backend, step="init-weights", per_block=per_block)
+        else:
+            if new_centers is not None and len(new_centers):
+                self.groups.append((new_centers, base))
+            parts = d.map_blocks(_weights_stream_task, self._groups("init-centers"), n_cand,
+                                 self.backend, step="init-weights")
         return d.compute(d.reduce(parts, _sum_arrays, "init-weights"))[0]
 
     def potentials(self, trials):
         d = self.driver
-        per_block = [(s,) for s in self._states()]
-        parts = d.map_blocks(_potentials_task, d.shared(trials, "init-trials"), self.backend,
-                             step="init-trials", per_block=per_block)
+        if self.keep_state:
+            per_block = [(s,) for s in self._states()]
+            parts = d.map_blocks(_potentials_task, d.shared(trials, "init-trials"),
+                                 self.backend, step="init-trials", per_block=per_block)
+        else:
+            parts = d.map_blocks(_potentials_stream_task, self._groups("init-centers"),
+                                 d.shared(trials, "init-trials"), self.backend,
+                                 step="init-trials")
         return d.compute(d.reduce(parts, _sum_arrays, "init-trials"))[0]
 
     def _states(self):
         return [None if o is None else dask.delayed(_first)(o) for o in self.outs]
+
+    def _groups(self, step):
+        return self.driver.shared(list(self.groups), step)
 
 
 def _first(o):

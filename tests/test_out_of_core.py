@@ -1,0 +1,205 @@
+"""A dataset about three times the cluster's memory trains with bounded worker memory.
+
+The data is written to disk as zarr, read back lazily (32 MiB chunks) and fitted once
+(module fixture) on a 2-worker ``LocalCluster`` whose memory limits add up to a third
+of it, while a thread polls the scheduler.  ``cache='auto'`` must decide to stream the
+blocks from the store on every pass (nothing of X persisted); no worker may be lost or
+restarted; and worker memory must stay bounded: nothing spilled to disk, no pause.
+
+Sizes: a worker that has imported dmlkit (numba, scikit-learn, scipy) and loaded its
+kernels already takes about 315 MiB of process memory, so each worker gets 768 MiB
+(spill at 70%, pause at 80%: 614 MiB) and the data is 3 x 1.5 GiB = 4.5 GiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from types import SimpleNamespace
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from tests._cluster_procs import blobs
+
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+
+N_WORKERS = 2
+WORKER_MEMORY = 768 * 2**20
+DATA_RATIO = 3  # data bytes / total memory limit of the cluster
+N_FEATURES = 16
+CHUNK_BYTES = 32 * 2**20
+
+
+def _watch(dask_scheduler=None):
+    """Runs on the scheduler: worker status and memory, and array chunks held in memory."""
+    workers = {a: {"status": ws.status.name, "process": ws.memory.process,
+                   "managed": ws.memory.managed, "spilled": ws.memory.spilled}
+               for a, ws in dask_scheduler.workers.items()}
+    # X's blocks are array chunks (tuple keys); the fit's own results are string keys.
+    chunks = [ts for ts in dask_scheduler.tasks.values()
+              if isinstance(ts.key, tuple) and ts.state == "memory"]
+    return {"workers": workers, "chunks_in_memory": len(chunks),
+            "chunks_wanted": sorted(str(ts.key) for ts in chunks if ts.who_wants)}
+
+
+class _Watcher(threading.Thread):
+    """Polls the scheduler during the fit (a pause can be brief)."""
+
+    def __init__(self, client, every=0.05):
+        super().__init__(daemon=True, name="ooc-watch")
+        self.client, self.every = client, every
+        self.stop = threading.Event()
+        self.statuses = set()
+        self.max_process = self.max_managed = self.max_spilled = 0
+        self.max_chunks = 0
+        self.wanted = set()
+        self.error = None
+        self.polls = 0
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                snap = self.client.run_on_scheduler(_watch)
+                self.polls += 1
+                for w in snap["workers"].values():
+                    self.statuses.add(w["status"])
+                    self.max_process = max(self.max_process, w["process"])
+                    self.max_managed = max(self.max_managed, w["managed"])
+                    self.max_spilled = max(self.max_spilled, w["spilled"])
+                self.max_chunks = max(self.max_chunks, snap["chunks_in_memory"])
+                self.wanted.update(snap["chunks_wanted"])
+                self.stop.wait(self.every)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def ooc_fit(tmp_path_factory):
+    """Write ~4.5 GiB of zarr, fit KMeans on a 1.5 GiB cluster, and record what happened."""
+    path = tmp_path_factory.mktemp("ooc") / "X.zarr"
+    total_memory = N_WORKERS * WORKER_MEMORY
+    rows_per_chunk = CHUNK_BYTES // (N_FEATURES * 8)
+    n_blocks = DATA_RATIO * total_memory // CHUNK_BYTES
+    n_samples = n_blocks * rows_per_chunk
+    logger = logging.getLogger("dmlkit")
+    records, old_level = _Records(), logger.level
+    try:
+        t0 = time.perf_counter()
+        X_gen = blobs(n_samples=n_samples, n_features=N_FEATURES, n_blocks=n_blocks)
+        with dask.config.set(scheduler="threads"):
+            da.to_zarr(X_gen, str(path), mode="w", compressors=None)
+        t_write = time.perf_counter() - t0
+        X = da.from_zarr(str(path))
+
+        from dmlkit import KMeans
+
+        with distributed.LocalCluster(n_workers=N_WORKERS, threads_per_worker=1,
+                                      processes=True, memory_limit=WORKER_MEMORY,
+                                      host="127.0.0.1", dashboard_address=":0") as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            before = {a: (w["id"], w["name"]) for a, w in info.items()}
+            pids = client.run(os.getpid)
+            watcher = _Watcher(client)
+            km = KMeans(n_clusters=8, max_iter=5, random_state=0, cache="auto")
+            logger.addHandler(records)
+            logger.setLevel(logging.INFO)
+            watcher.start()
+            t1 = time.perf_counter()
+            error = None
+            try:
+                with client.as_current():
+                    km.fit(X)
+            except Exception as e:  # noqa: BLE001 - every test reports it
+                error = e
+            finally:
+                watcher.stop.set()
+                watcher.join(timeout=30)
+                logger.removeHandler(records)
+                logger.setLevel(old_level)
+            t_fit = time.perf_counter() - t1
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            res = SimpleNamespace(
+                X=X, km=km, error=error, watcher=watcher, messages=records.messages,
+                total_memory=total_memory, t_write=t_write, t_fit=t_fit,
+                before=before, after={a: (w["id"], w["name"]) for a, w in info.items()},
+                pids=pids, pids_after=client.run(os.getpid),
+                worker_logs=client.get_worker_logs(),
+                nanny_logs=client.get_worker_logs(nanny=True),
+                events=client.get_events("all"))
+        print(f"\n{X.nbytes / 2**30:.2f} GiB on {N_WORKERS} x {WORKER_MEMORY / 2**20:.0f} MiB: "
+              f"write {t_write:.1f}s, fit {t_fit:.1f}s; peak worker process memory "
+              f"{watcher.max_process / 2**20:.0f} MiB, managed "
+              f"{watcher.max_managed / 2**20:.0f} MiB, spilled "
+              f"{watcher.max_spilled / 2**20:.0f} MiB; at most {watcher.max_chunks} array "
+              f"chunks in memory")
+        yield res
+    finally:
+        shutil.rmtree(path, ignore_errors=True)  # GiBs: not left to tmp_path's retention
+
+
+def test_kmeans_streams_data_three_times_cluster_memory(ooc_fit):
+    """The fit completes, streams X from the store and keeps every worker."""
+    r = ooc_fit
+    assert r.error is None, r.error
+    assert r.watcher.error is None, r.watcher.error
+    assert r.watcher.polls > 10
+    assert r.X.chunks[1] == (N_FEATURES,) and set(r.X.chunks[0]) == {CHUNK_BYTES // 128}
+    assert r.X.nbytes >= DATA_RATIO * r.total_memory
+
+    # The driver chose to stream, and no block of X was persisted: no array chunk was
+    # ever wanted by the client, and only a handful were in memory at any time.
+    assert any("streaming" in m for m in r.messages), r.messages
+    assert not any("persisted" in m for m in r.messages), r.messages
+    assert r.watcher.wanted == set(), sorted(r.watcher.wanted)[:5]
+    assert r.watcher.max_chunks <= 4 * N_WORKERS, r.watcher.max_chunks
+
+    # No worker was lost, killed or restarted: same workers, same processes.
+    assert len(r.before) == N_WORKERS
+    assert r.after == r.before
+    assert r.pids_after == r.pids
+    for addr, logs in r.nanny_logs.items():
+        bad = [m for _, m in logs if "restart" in m.lower() or "memory budget" in m]
+        assert not bad, (addr, bad)
+    removed = [msg for _, msg in r.events
+               if isinstance(msg, dict) and msg.get("action") == "remove-worker"]
+    assert not removed, removed
+
+    # A sane model.
+    km = r.km
+    assert km.cluster_centers_.shape == (8, N_FEATURES)
+    assert np.isfinite(km.cluster_centers_).all()
+    assert np.isfinite(km.inertia_) and km.inertia_ > 0
+    assert 1 <= km.n_iter_ <= 5
+
+
+def test_streamed_fit_keeps_worker_memory_bounded(ooc_fit):
+    """Bounded worker memory: nothing spilled, no pause, a few blocks managed at most."""
+    r = ooc_fit
+    assert r.error is None, r.error
+    w = r.watcher
+    assert w.max_spilled == 0, f"{w.max_spilled / 2**20:.0f} MiB spilled to disk"
+    assert w.max_managed <= 8 * CHUNK_BYTES, f"{w.max_managed / 2**20:.0f} MiB managed"
+    assert w.statuses == {"running"}, w.statuses
+    for addr, logs in r.worker_logs.items():
+        paused = [m for _, m in logs if "Pausing worker" in m]
+        assert not paused, (addr, paused)
+    assert w.max_process < 0.8 * WORKER_MEMORY
