@@ -97,6 +97,18 @@ def _check_finite_block(block, what="X"):
     return block
 
 
+def check_finite_result(*values, what="X"):
+    """Raise scikit-learn's error when a pass's reduced result is not finite.
+
+    Kernels accumulate ``w * x`` (or ``x`` into statistics) from every row, so one NaN or
+    infinity in the input (even with a zero weight: ``0 * inf`` is NaN) makes the reduced
+    result non-finite: checking the small result checks the whole input.
+    """
+    for v in values:
+        if not np.isfinite(np.asarray(v, dtype=np.float64)).all():
+            raise ValueError(f"Input {what} contains NaN or infinity.")
+
+
 def _dask_from_dataframe(X):
     """dask dataframe -> (dask array with known chunks, feature names)."""
     import pandas as pd
@@ -112,7 +124,7 @@ def _dask_from_dataframe(X):
     return X.to_dask_array(lengths=True), names
 
 
-def _validate_dask_array(X, dtype, what="X"):
+def _validate_dask_array(X, dtype, what="X", check_finite=True):
     if X.ndim != 2:
         raise ValueError(f"Expected 2D array for {what}, got {X.ndim}D dask array instead. "
                          "Reshape your data, e.g. X.reshape(-1, 1) for a single feature.")
@@ -135,6 +147,8 @@ def _validate_dask_array(X, dtype, what="X"):
         X = X.astype(target)
     if len(X.chunks[1]) != 1:
         X = X.rechunk({1: -1})
+    if not check_finite:
+        return X
     return X.map_blocks(_check_finite_block, what=what, dtype=X.dtype, meta=X._meta)
 
 
@@ -187,11 +201,17 @@ def check_sample_weight(sample_weight, X, dtype):
 
 
 def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
-                  dtype=FLOAT_DTYPES, block_size=None) -> RowBlocks:
+                  dtype=FLOAT_DTYPES, block_size=None, finite_check="blocks") -> RowBlocks:
     """Normalise X (numpy, pandas, lists, dask array, dask dataframe) into row blocks.
 
     ``estimator`` with ``reset=True`` records ``n_features_in_`` / ``feature_names_in_``;
     with ``reset=False`` the input is checked against them.
+
+    ``finite_check`` says where lazy X is checked for NaN/inf: ``"blocks"`` wraps every
+    block in a check (for single-pass work: predict, transform, score); ``"caller"``
+    leaves it to the caller, whose kernels fold it into their first pass (a fit checks
+    its reduced sums with :func:`check_finite_result`, which non-finite input poisons),
+    so an iterative fit never pays an extra pass, nor ``isfinite`` on every streamed one.
     """
     if sp.issparse(X):
         raise TypeError("Sparse input is not supported by this estimator yet; "
@@ -205,7 +225,9 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
                             "pass a dask array or a dask dataframe.")
         if sp.issparse(getattr(X, "_meta", None)):
             raise TypeError("Sparse dask blocks are not supported by this estimator yet.")
-        X = _validate_dask_array(X, dtype)
+        if finite_check not in ("blocks", "caller"):
+            raise ValueError(f"finite_check must be 'blocks' or 'caller', got {finite_check!r}")
+        X = _validate_dask_array(X, dtype, check_finite=finite_check == "blocks")
         if estimator is not None:
             _record_or_check_features(estimator, X.shape[1], names, reset)
         lazy = True

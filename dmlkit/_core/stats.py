@@ -8,6 +8,9 @@ import numpy as np
 from dmlkit._core.dispatch import to_numpy
 
 
+# Non-finite input makes these sums NaN; the caller checks them (check_finite_result),
+# so numpy's RuntimeWarnings would only be noise before the real error.
+@np.errstate(invalid="ignore", over="ignore")
 def _stats_task(x, w, offset, n_threads=1):
     if isinstance(x, np.ndarray):
         mean = x.mean(axis=0, dtype=np.float64)
@@ -23,6 +26,7 @@ def _stats_task(x, w, offset, n_threads=1):
     return float(n), to_numpy(mean), to_numpy(m2)
 
 
+@np.errstate(invalid="ignore", over="ignore")
 def _combine_stats(*parts):
     n, mean, m2 = parts[0][0], parts[0][1].copy(), parts[0][2].copy()
     for nb, mb, m2b in parts[1:]:

@@ -52,6 +52,10 @@ def _update_state(x, state, new_centers, base, backend, n_threads):
         K = get_kernels("cluster", backend)
         lab, d2 = K.labels_sqdist_block(x, new_centers, n_threads=n_threads)
         lab, d2 = to_numpy(lab), to_numpy(d2)
+        if not np.isfinite(d2).all():
+            # A NaN/inf row (or a centre drawn from one) makes its distances non-finite:
+            # the fit's NaN/inf check, folded into this pass.
+            raise ValueError("Input X contains NaN or infinity.")
         better = d2 < dist  # ties keep the earlier centre
         dist = np.where(better, d2, dist)
         owner = np.where(better, lab.astype(np.int64) + base, owner)

@@ -18,7 +18,7 @@ from sklearn.base import (
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from dmlkit._core.blocks import is_dask_collection, to_row_blocks
+from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
 from dmlkit._core.stats import column_stats
@@ -37,6 +37,7 @@ INITS = {
 # ----------------------------------------------------------------------------------
 # block tasks (module level: they pickle to workers by reference)
 # ----------------------------------------------------------------------------------
+@np.errstate(invalid="ignore", over="ignore")  # non-finite sums are checked by the fit
 def _lloyd_task(x, w, offset, centers, backend, exact_inertia, n_threads=1):
     K = get_kernels("cluster", backend)
     sums, counts, inertia = K.assign_partial_sums_block(x, w, centers, n_threads=n_threads,
@@ -218,7 +219,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def _fit(self, X, sample_weight):
         self._check_params()
-        blocks = to_row_blocks(X, estimator=self, reset=True, sample_weight=sample_weight)
+        # NaN/inf in lazy X is found in the first pass's reduced sums (no extra pass).
+        blocks = to_row_blocks(X, estimator=self, reset=True, sample_weight=sample_weight,
+                               finite_check="caller")
         n, k = blocks.n_samples, self.n_clusters
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
@@ -260,7 +263,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     def _tolerance(self, driver):
         if self.tol == 0:
             return 0.0
-        _, _, var = column_stats(driver)
+        _, mean, var = column_stats(driver)
+        check_finite_result(mean, var)
         return float(np.mean(var) * self.tol)
 
     def _init_centers(self, driver, seed, backend):
@@ -290,6 +294,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 sums, counts, inertia = driver.map_reduce(_lloyd_task, _combine_lloyd, state,
                                                           backend, bool(self.verbose),
                                                           step="lloyd")
+                check_finite_result(sums, counts)
                 empty = np.flatnonzero(counts == 0)
                 if len(empty):
                     sums, counts = self._relocate_empty(driver, centers, sums, counts, empty,

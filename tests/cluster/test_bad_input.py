@@ -26,6 +26,25 @@ def test_nan_inf(X, bad, lazy):
         KMeans(3, random_state=0).fit(data)
 
 
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+@pytest.mark.parametrize("backend", ["numba", "xp"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_found_inside_the_fit_passes(X, init, tol, backend, bad):
+    # Lazy X is not checked block by block before a fit: the first pass's reduced sums
+    # (poisoned by any non-finite value, even with zero weight) raise the same error.
+    import dmlkit
+
+    X = X.copy()
+    X[123, 2] = bad
+    w = np.ones(len(X))
+    w[123] = 0.0
+    with dmlkit.config_context(backend=backend):
+        with pytest.raises(ValueError, match="NaN|infinity"):
+            KMeans(3, init=init, tol=tol, random_state=0).fit(
+                da.from_array(X, chunks=50), sample_weight=w)
+
+
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("shape", [(200,), (10, 5, 4)])
 def test_wrong_ndim(shape, lazy):
