@@ -28,12 +28,13 @@ TILE = 256  # rows whose centre scores come from one gemm call (as scikit-learn)
 
 @numba.njit(nogil=True, cache=True)
 def _argmin_row(dots, r, c_norm):
+    # dots = x.(-2 c) (the -2 is folded into the centres: exact, a power of two)
     # argmin_j ||c_j||^2 - 2 x_r.c_j, first index on ties
     k = c_norm.shape[0]
     best = 0
-    best_v = c_norm[0] - 2 * dots[r, 0]
+    best_v = c_norm[0] + dots[r, 0]
     for j in range(1, k):
-        v = c_norm[j] - 2 * dots[r, j]
+        v = c_norm[j] + dots[r, j]
         if v < best_v:
             best_v = v
             best = j
@@ -42,13 +43,14 @@ def _argmin_row(dots, r, c_norm):
 
 @numba.njit(nogil=True, cache=True)
 def _prep_centers(centers):
+    # OUT CT (d, k) = -2 * centers.T (for the gemm), c_norm (k,) = ||c||^2
     k, d = centers.shape
     CT = np.empty((d, k), dtype=centers.dtype)
     c_norm = np.zeros(k, dtype=centers.dtype)
     for j in range(k):
         for f in range(d):
             c = centers[j, f]
-            CT[f, j] = c
+            CT[f, j] = -2 * c
             c_norm[j] += c * c
     return CT, c_norm
 
