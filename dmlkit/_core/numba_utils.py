@@ -20,10 +20,6 @@ from dmlkit._core.client import local_threads
 # Dask calls kernels from several threads at once: only tbb and omp allow that.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
-# GNU OpenMP's threads otherwise spin for a while after each parallel kernel, taking
-# cores from the dask tasks running beside it.  Read when numba first loads libgomp;
-# a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _parallel_ok: bool | None = None
 _probe_lock = threading.Lock()
