@@ -23,7 +23,17 @@ from threadpoolctl import ThreadpoolController
 
 from dmlkit._core.numba_utils import block_kernel, n_chunks_for
 
-TILE = 256  # rows whose centre scores come from one gemm call (as scikit-learn)
+
+def tile_rows(k, itemsize):
+    """Rows whose scores come from one gemm call.
+
+    Larger tiles amortise BLAS's per-call cost (4096 rows: 18% faster than 256 at
+    k=16).  The score buffer is allocated once per chunk and reused by every tile (a
+    buffer allocated per tile above glibc's 128 KiB mmap threshold cost an mmap,
+    munmap and page faults per tile in fresh worker processes), and kept under 1 MiB.
+    A function of k and the dtype only, so the bits never change.
+    """
+    return int(min(4096, max(64, (1 << 20) // max(1, k * itemsize))))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -82,7 +92,7 @@ def _sqdist(X, i, centers, j):
 
 
 @block_kernel
-def _assign_partial_sums(X, w, centers, n_chunks, exact):
+def _assign_partial_sums(X, w, centers, n_chunks, exact, tile):
     # IN  X (n, d) C-contiguous; w (n,) weights or (0,) for unit weights; centers (k, d)
     #     exact: also compute the inertia (an extra float64 pass over each row)
     # OUT sums (k, d) float64 weighted sums of each cluster's rows; counts (k,) float64
@@ -99,9 +109,11 @@ def _assign_partial_sums(X, w, centers, n_chunks, exact):
     for c in prange(n_chunks):
         start = c * chunk
         stop = min(n, start + chunk)
-        for t0 in range(start, stop, TILE):
-            t1 = min(stop, t0 + TILE)
-            dots = np.dot(X[t0:t1], CT)
+        buf = np.empty((tile, k), dtype=X.dtype)
+        for t0 in range(start, stop, tile):
+            t1 = min(stop, t0 + tile)
+            dots = buf[:t1 - t0]
+            np.dot(X[t0:t1], CT, dots)
             for r in range(t1 - t0):
                 i = t0 + r
                 best = _argmin_row(dots, r, c_norm)
@@ -124,7 +136,7 @@ def _assign_partial_sums(X, w, centers, n_chunks, exact):
 
 
 @block_kernel
-def _labels_sqdist(X, centers, n_chunks):
+def _labels_sqdist(X, centers, n_chunks, tile):
     # IN  X (n, d); centers (k, d)
     # OUT labels (n,) int32 nearest centre; sqdist (n,) float64 squared distance to it
     n = X.shape[0]
@@ -135,9 +147,11 @@ def _labels_sqdist(X, centers, n_chunks):
     for c in prange(n_chunks):
         start = c * chunk
         stop = min(n, start + chunk)
-        for t0 in range(start, stop, TILE):
-            t1 = min(stop, t0 + TILE)
-            dots = np.dot(X[t0:t1], CT)
+        buf = np.empty((tile, c_norm.shape[0]), dtype=X.dtype)
+        for t0 in range(start, stop, tile):
+            t1 = min(stop, t0 + tile)
+            dots = buf[:t1 - t0]
+            np.dot(X[t0:t1], CT, dots)
             for r in range(t1 - t0):
                 best = _argmin_row(dots, r, c_norm)
                 labels[t0 + r] = best
@@ -183,6 +197,7 @@ def assign_partial_sums_block(X, w, centers, n_threads=1, exact_inertia=True):
     nc = n_chunks_for(X.shape[0], 8 * k * (d + 1))
     with _blas.limit(limits=1, user_api="blas"):
         return _assign_partial_sums(X, w, centers, nc, bool(exact_inertia),
+                                    tile_rows(k, X.dtype.itemsize),
                                     n_threads=_threads(n_threads, nc))
 
 
@@ -192,7 +207,8 @@ def labels_sqdist_block(X, centers, n_threads=1):
     centers = np.ascontiguousarray(centers, dtype=X.dtype)
     nc = n_chunks_for(X.shape[0], 0)
     with _blas.limit(limits=1, user_api="blas"):
-        return _labels_sqdist(X, centers, nc, n_threads=_threads(n_threads, nc))
+        return _labels_sqdist(X, centers, nc, tile_rows(centers.shape[0], X.dtype.itemsize),
+                              n_threads=_threads(n_threads, nc))
 
 
 def sqdist_block(X, centers, n_threads=1):
