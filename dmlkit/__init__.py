@@ -2,6 +2,8 @@
 
 from dmlkit._config import config_context, get_config
 from dmlkit.cluster import KMeans
+from dmlkit.linear_model import SGDClassifier, SGDRegressor
 
 __version__ = "0.1.0.dev0"
-__all__ = ["KMeans", "config_context", "get_config", "__version__"]
+__all__ = ["KMeans", "SGDClassifier", "SGDRegressor", "config_context", "get_config",
+           "__version__"]

@@ -1,9 +1,12 @@
 """Warnings and errors raised by dmlkit."""
 
+from sklearn.exceptions import ConvergenceWarning as _SkConvergenceWarning
+
 
 class DmlkitWarning(UserWarning):
     """Base class of the warnings dmlkit emits (the test suite turns them into errors)."""
 
 
-class ConvergenceWarning(DmlkitWarning):
-    """A fit stopped before its convergence criterion was met."""
+class ConvergenceWarning(DmlkitWarning, _SkConvergenceWarning):
+    """A fit stopped before its convergence criterion was met (also a scikit-learn
+    ``ConvergenceWarning``, so filters written for scikit-learn apply)."""

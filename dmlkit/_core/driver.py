@@ -51,18 +51,21 @@ class Driver:
         self.verbose = verbose
         self.blocks = blocks
         self.cached = self._should_cache(cache)
-        X, w = blocks.X, blocks.sample_weight
+        X, w, y = blocks.X, blocks.sample_weight, blocks.y
         if self.cached:
-            X, w = self._persist(X, w)
+            X, w, y = self._persist(X, w, y)
             logger.info("dmlkit-%s: persisted %d blocks (%.1f MiB)", family,
                         len(X.chunks[0]), X.nbytes / 2**20)
         else:
             logger.info("dmlkit-%s: streaming %d blocks from their source every pass",
                         family, len(X.chunks[0]))
+        # Keep the persisted collections: their futures hold the blocks on the cluster.
         self.X = X
         self.sample_weight = w
+        self.y = y
         self.x_parts = list(X.to_delayed().ravel())
         self.w_parts = list(w.to_delayed().ravel()) if w is not None else [None] * len(self.x_parts)
+        self.y_parts = list(y.to_delayed().ravel()) if y is not None else [None] * len(self.x_parts)
         self.offsets = blocks.row_offsets
         n_blocks = len(self.x_parts)
         # Threads each block task may use inside its kernel (numba prange).
@@ -77,18 +80,20 @@ class Driver:
         if not self.blocks.lazy:
             return True  # the data already is in this process's memory
         nbytes = self.blocks.X.nbytes
-        if self.blocks.sample_weight is not None:
-            nbytes += self.blocks.sample_weight.nbytes
+        for extra in (self.blocks.sample_weight, self.blocks.y):
+            if extra is not None:
+                nbytes += extra.nbytes
         budget = float(get_config("cache-fraction")) * total_memory(self.client)
         return nbytes <= budget
 
-    def _persist(self, X, w):
-        coll = (X,) if w is None else (X, w)
+    def _persist(self, *arrays):
+        """Persist the non-None arrays together; returns them in the same positions."""
+        present = [a for a in arrays if a is not None]
         if self.client is not None:
-            out = self.client.persist(list(coll))
+            done = iter(self.client.persist(present))
         else:
-            out = dask.persist(*coll)
-        return (out[0], None) if w is None else (out[0], out[1])
+            done = iter(dask.persist(*present))
+        return tuple(None if a is None else next(done) for a in arrays)
 
     # -- graph building ------------------------------------------------------------
     def key(self, step: str) -> str:
