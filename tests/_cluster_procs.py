@@ -198,6 +198,19 @@ def blobs(n_samples=300_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
                          name=f"dmlkit-test-blobs-{n_samples}-{n_features}-{n_blocks}-{seed}")
 
 
+def _labels_block(block):
+    """Binary labels computed from a blobs block (so they have lineage too)."""
+    return (block[:, 0] + 0.5 * block[:, 1] - block[:, 2] > 0).astype(np.int64)
+
+
+def labelled_blobs(n_samples=200_000, n_features=16, n_blocks=8, seed=BLOB_SEED):
+    """``blobs`` and binary labels derived from them, both generated inside the graph."""
+    X = blobs(n_samples=n_samples, n_features=n_features, n_blocks=n_blocks, seed=seed)
+    y = X.map_blocks(_labels_block, drop_axis=1, dtype=np.int64,
+                     meta=np.empty((0,), np.int64))
+    return X, y
+
+
 # -- watching the scheduler -------------------------------------------------------------
 def _dmlkit_tasks(dask_scheduler=None):
     """Runs on the scheduler: {key: state} of dmlkit's tasks, and what each worker holds.
@@ -221,12 +234,13 @@ def _dmlkit_tasks(dask_scheduler=None):
             "unique_init": unique_init}
 
 
-_PASS_RE = re.compile(r"^dmlkit-kmeans-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-(?P<pass>\d+)"
+_PASS_RE = re.compile(r"^dmlkit-(?:kmeans|sgd)-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-"
+                      r"(?P<pass>\d+)"
                       r"(?:-(?P<rest>.*))?$")
 
 
 def parse_key(key):
-    """'dmlkit-kmeans-lloyd-<token>-<pass>-<block>' -> ('lloyd', token, pass) or None."""
+    """'dmlkit-<family>-<step>-<token>-<pass>-<block>' -> (step, token, pass) or None."""
     m = _PASS_RE.match(key)
     if m is None:
         return None
@@ -247,9 +261,9 @@ class FitThread(threading.Thread):
     """``est.fit(X)`` in a background thread with ``client`` as the current client
     (contextvars do not follow a new thread); keeps the exception, if any."""
 
-    def __init__(self, est, X, client):
+    def __init__(self, est, X, client, y=None):
         super().__init__(daemon=True, name="dmlkit-fit")
-        self.est, self.X, self.client = est, X, client
+        self.est, self.X, self.client, self.y = est, X, client, y
         self.error: BaseException | None = None
         self.seconds = None
 
@@ -257,7 +271,10 @@ class FitThread(threading.Thread):
         t0 = time.perf_counter()
         try:
             with self.client.as_current():
-                self.est.fit(self.X)
+                if self.y is None:
+                    self.est.fit(self.X)
+                else:
+                    self.est.fit(self.X, self.y)
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
         finally:
