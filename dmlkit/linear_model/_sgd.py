@@ -61,7 +61,8 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     coef, intercept, u, q = state
     W, b, u, q, sumloss = kernels.sgd_epoch_block(x, Y, sw, order.astype(np.int64), coef,
                                                   intercept, u, q, pos_w, neg_w, params,
-                                                  n_threads=n_threads)
+                                                  n_threads=n_threads,
+                                                  want_loss=params["want_loss"])
     # Row-weighted sums: the driver divides by the total rows (parameter mixing).
     return (W * n, b * n, u * n, q * n), float(n), sumloss
 
@@ -149,6 +150,8 @@ class _BaseSGD(BaseEstimator):
     def _run_epochs(self, driver, classes, state, pos_w, neg_w, n_epochs, seed, stop_early):
         params = self._kernel_params()
         params["t"] = float(getattr(self, "t_", 1.0))
+        # Only the tol stopping rule (and progress) reads the epoch's loss.
+        params["want_loss"] = bool(stop_early and self.tol is not None) or bool(self.verbose)
         n = driver.blocks.n_samples
         best, no_improve, n_done = np.inf, 0, 0
         per_block = [(y, i) for i, y in enumerate(driver.y_parts)]
