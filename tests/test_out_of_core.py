@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from tests._cluster_procs import blobs
+from tests._cluster_procs import _labels_block, blobs
 
 distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
@@ -91,6 +91,31 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _watched_fit(client, est, X, y=None):
+    """Fit on ``client`` while a thread polls the scheduler; capture dmlkit's INFO logs.
+
+    Returns (watcher, error or None, log messages, seconds)."""
+    logger = logging.getLogger("dmlkit")
+    records, old_level = _Records(), logger.level
+    watcher = _Watcher(client)
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    watcher.start()
+    t1 = time.perf_counter()
+    error = None
+    try:
+        with client.as_current():
+            est.fit(X) if y is None else est.fit(X, y)
+    except Exception as e:  # noqa: BLE001 - every test reports it
+        error = e
+    finally:
+        watcher.stop.set()
+        watcher.join(timeout=30)
+        logger.removeHandler(records)
+        logger.setLevel(old_level)
+    return watcher, error, records.messages, time.perf_counter() - t1
+
+
 @pytest.fixture(scope="module")
 def ooc_fit(tmp_path_factory):
     """Write ~4.5 GiB of zarr, fit KMeans on a 1.5 GiB cluster, and record what happened."""
@@ -99,8 +124,6 @@ def ooc_fit(tmp_path_factory):
     rows_per_chunk = CHUNK_BYTES // (N_FEATURES * 8)
     n_blocks = DATA_RATIO * total_memory // CHUNK_BYTES
     n_samples = n_blocks * rows_per_chunk
-    logger = logging.getLogger("dmlkit")
-    records, old_level = _Records(), logger.level
     try:
         t0 = time.perf_counter()
         X_gen = blobs(n_samples=n_samples, n_features=N_FEATURES, n_blocks=n_blocks)
@@ -118,27 +141,20 @@ def ooc_fit(tmp_path_factory):
             info = client.scheduler_info(n_workers=-1)["workers"]
             before = {a: (w["id"], w["name"]) for a, w in info.items()}
             pids = client.run(os.getpid)
-            watcher = _Watcher(client)
             km = KMeans(n_clusters=8, max_iter=5, random_state=0, cache="auto")
-            logger.addHandler(records)
-            logger.setLevel(logging.INFO)
-            watcher.start()
-            t1 = time.perf_counter()
-            error = None
-            try:
-                with client.as_current():
-                    km.fit(X)
-            except Exception as e:  # noqa: BLE001 - every test reports it
-                error = e
-            finally:
-                watcher.stop.set()
-                watcher.join(timeout=30)
-                logger.removeHandler(records)
-                logger.setLevel(old_level)
-            t_fit = time.perf_counter() - t1
+            watcher, error, messages, t_fit = _watched_fit(client, km, X)
+            # SGD on the same streamed data, labels derived from it inside the graph.
+            from dmlkit import SGDClassifier
+
+            y = X.map_blocks(_labels_block, drop_axis=1, dtype=np.int64,
+                             meta=np.empty((0,), np.int64))
+            sgd = SGDClassifier(loss="log_loss", max_iter=2, tol=None, random_state=0)
+            w2, e2, m2, t2 = _watched_fit(client, sgd, X, y)
+            sgd_run = SimpleNamespace(watcher=w2, error=e2, messages=m2, t_fit=t2, est=sgd,
+                                      X=X, y=y)
             info = client.scheduler_info(n_workers=-1)["workers"]
             res = SimpleNamespace(
-                X=X, km=km, error=error, watcher=watcher, messages=records.messages,
+                X=X, km=km, error=error, watcher=watcher, messages=messages, sgd=sgd_run,
                 total_memory=total_memory, t_write=t_write, t_fit=t_fit,
                 before=before, after={a: (w["id"], w["name"]) for a, w in info.items()},
                 pids=pids, pids_after=client.run(os.getpid),
@@ -203,3 +219,22 @@ def test_streamed_fit_keeps_worker_memory_bounded(ooc_fit):
         paused = [m for _, m in logs if "Pausing worker" in m]
         assert not paused, (addr, paused)
     assert w.max_process < 0.8 * WORKER_MEMORY
+
+
+def test_sgd_streams_data_three_times_cluster_memory(ooc_fit):
+    """SGD epochs stream the same data: bounded memory, same workers, a sound model."""
+    r = ooc_fit
+    run = r.sgd
+    assert run.error is None, run.error
+    assert any("streaming" in m for m in run.messages), run.messages
+    w = run.watcher
+    assert w.max_spilled == 0, f"{w.max_spilled / 2**20:.0f} MiB spilled to disk"
+    assert w.statuses == {"running"}, w.statuses
+    assert w.max_process < 0.8 * WORKER_MEMORY
+    assert r.after == r.before and r.pids_after == r.pids
+    est = run.est
+    assert est.n_iter_ == 2 and np.isfinite(est.coef_).all()
+    Xs, ys = run.X[:50_000].compute(), run.y[:50_000].compute()
+    assert est.score(Xs, ys) > 0.9
+    print(f"\nSGD, 2 epochs streamed: {run.t_fit:.1f}s; peak worker process memory "
+          f"{w.max_process / 2**20:.0f} MiB")
