@@ -42,7 +42,10 @@ def _targets(y, classes):
     """Per-model targets: the values for regression, +-1 per one-vs-rest model."""
     y = to_numpy(y)
     if classes is None:
-        return np.asarray(y, dtype=np.float64)[:, None]
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y).all():  # the NaN/inf check of y, folded into the pass
+            raise ValueError("Input y contains NaN or infinity.")
+        return y[:, None]
     if len(classes) == 2:
         return np.where(y == classes[1], 1.0, -1.0)[:, None]
     return np.where(y[:, None] == classes[None, :], 1.0, -1.0)

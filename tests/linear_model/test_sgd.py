@@ -207,6 +207,17 @@ def test_bad_params(binary, params, match):
         SGDClassifier(**params).fit(*binary)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_regressor_rejects_non_finite_y(bad, lazy):
+    X, y = make_regression(500, 4, random_state=0)
+    y[17] = bad
+    if lazy:
+        X, y = da.from_array(X, chunks=100), da.from_array(y, chunks=100)
+    with pytest.raises(ValueError, match="y contains NaN or infinity"):
+        SGDRegressor(max_iter=2, tol=None).fit(X, y)
+
+
 def test_wrong_feature_count_at_predict(binary):
     X, y = binary
     m = SGDClassifier(random_state=0).fit(X, y)
