@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import numbers
 import time
@@ -22,6 +21,7 @@ from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
 from dmlkit._core.stats import column_stats
+from dmlkit.base import keep_state_on_error
 from dmlkit.cluster import _init
 from dmlkit.exceptions import ConvergenceWarning
 
@@ -214,7 +214,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     # -- fit -------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering of X (numpy, pandas, dask array or dask dataframe)."""
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             return self._fit(X, sample_weight)
 
     def _fit(self, X, sample_weight):
@@ -360,7 +360,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
         The first call initialises the centres from the batch with ``init``.
         """
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             return self._partial_fit(X, sample_weight)
 
     def _partial_fit(self, X, sample_weight):
@@ -449,18 +449,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-@contextlib.contextmanager
-def _keep_state_on_error(estimator):
-    """A fit that raises leaves the estimator exactly as it was (nothing half-written)."""
-    saved = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved)
-        raise
 
 
 def _sum_floats(*parts):

@@ -8,7 +8,6 @@ by their rows.  All one-vs-rest classes train in the same pass.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import warnings
 
@@ -24,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
 from dmlkit._core.dispatch import to_numpy
 from dmlkit._core.driver import Driver
+from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import ConvergenceWarning
 from dmlkit.linear_model import _kernels_cpu as kernels
 from dmlkit.linear_model._loss import (
@@ -83,17 +83,6 @@ def _combine_epochs(*parts):
 
 def _decision_block(x, coef, intercept):
     return to_numpy(x) @ coef.T + intercept
-
-
-@contextlib.contextmanager
-def _keep_state_on_error(estimator):
-    saved = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved)
-        raise
 
 
 # ----------------------------------------------------------------------------------
@@ -341,7 +330,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with ``max_iter`` epochs (fewer when ``tol`` stops it)."""
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             self._partial = False
             for attr in ("coef_", "intercept_", "classes_"):
                 if not self.warm_start and hasattr(self, attr):
@@ -350,7 +339,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             self._partial = True
             if not hasattr(self, "coef_"):
                 if classes is None:
@@ -453,7 +442,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         return np.ones(1), np.ones(1)
 
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             for attr in ("coef_", "intercept_"):
                 if not self.warm_start and hasattr(self, attr):
                     delattr(self, attr)
@@ -462,7 +451,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
             return out
 
     def partial_fit(self, X, y, sample_weight=None):
-        with _keep_state_on_error(self):
+        with keep_state_on_error(self):
             if not hasattr(self, "coef_"):
                 self._check_params()
             out = self._fit_common(X, y, sample_weight, None, None, True)
