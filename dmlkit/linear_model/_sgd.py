@@ -11,11 +11,11 @@ from __future__ import annotations
 import numbers
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -79,6 +79,16 @@ def _combine_epochs(*parts):
         n += ni
         loss += li
     return sums, n, loss
+
+
+def _label_counts(blocks):
+    """Distinct labels of y and their counts, in one pass (dask or in-memory y)."""
+    y = blocks.y
+    labels, counts = da.unique(y, return_counts=True) if blocks.lazy else np.unique(
+        y.compute(), return_counts=True)
+    if blocks.lazy:
+        labels, counts = dask.compute(labels, counts)
+    return np.asarray(labels), np.asarray(counts)
 
 
 def _decision_block(x, coef, intercept):
@@ -286,27 +296,28 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self.cache = cache
 
     def _resolve_classes(self, blocks, classes_arg, first):
-        y = blocks.y
+        """``classes_`` on the first call; every label of y must be one of them.
+
+        One pass over y gives its labels and their counts (kept for
+        ``class_weight='balanced'``), so y never has to come to the client whole.
+        """
+        labels, counts = _label_counts(blocks)
         if first:
-            if classes_arg is not None:
-                classes = np.unique(np.asarray(classes_arg))
-            else:
-                classes = np.unique(np.asarray(y.compute() if not blocks.lazy else
-                                               da.unique(y).compute()))
+            classes = np.unique(np.asarray(classes_arg)) if classes_arg is not None else labels
             check_classification_targets(classes)
             if len(classes) < 2:
                 raise ValueError("The number of classes has to be greater than one; got "
                                  f"{len(classes)} class.")
             self.classes_ = classes
-        if classes_arg is not None and not first and not np.array_equal(
-                np.unique(np.asarray(classes_arg)), self.classes_):
+        elif classes_arg is not None and not np.array_equal(np.unique(np.asarray(classes_arg)),
+                                                            self.classes_):
             raise ValueError(f"`classes={classes_arg!r}` is not the same as on the first call "
                              f"to partial_fit ({self.classes_!r}).")
-        seen = np.asarray(da.unique(y).compute() if blocks.lazy else np.unique(y.compute()))
-        unseen = np.setdiff1d(seen, self.classes_)
+        unseen = np.setdiff1d(labels, self.classes_)
         if len(unseen):
             raise ValueError(f"y contains labels {unseen.tolist()} not in classes "
                              f"{self.classes_.tolist()}.")
+        self._label_counts = dict(zip(labels.tolist(), counts.tolist(), strict=True))
         return self.classes_
 
     def _class_weights(self, blocks, classes):
@@ -318,8 +329,12 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             if isinstance(self, SGDClassifier) and getattr(self, "_partial", False):
                 raise ValueError("class_weight 'balanced' is not supported for partial_fit: "
                                  "pass a dict of class weights instead.")
-            y = blocks.y.compute()
-            expanded = compute_class_weight("balanced", classes=classes, y=to_numpy(y))
+            # n_samples / (n_classes * count), as scikit-learn, from the counts of the
+            # labels pass (classes absent from y get weight 1, as compute_class_weight's
+            # callers see no such rows anyway).
+            counts = np.array([self._label_counts.get(c, 0) for c in classes], dtype=float)
+            expanded = np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(
+                counts, 1)), 1.0)
         elif isinstance(cw, dict):
             expanded = np.array([float(cw.get(c, 1.0)) for c in classes])
         else:

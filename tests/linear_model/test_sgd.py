@@ -44,6 +44,18 @@ def test_one_block_is_sklearns_sgd(loss, penalty, schedule, data, request):
     assert b.t_ == a.t_ and b.n_iter_ == a.n_iter_
 
 
+@pytest.mark.parametrize("data", ["binary", "multiclass"])
+def test_balanced_class_weight_is_sklearns(data, request):
+    X, y = request.getfixturevalue(data)
+    keep = (y != 0) | (np.arange(len(y)) % 5 == 0)  # make class 0 rare
+    X, y = X[keep], y[keep]
+    kw = dict(loss="log_loss", learning_rate="constant", eta0=0.01, shuffle=False, tol=None,
+              max_iter=2, class_weight="balanced")
+    np.testing.assert_allclose(SGDClassifier(**kw).fit(da.from_array(X, chunks=len(X)),
+                                                       da.from_array(y, chunks=len(y))).coef_,
+                               SkC(**kw).fit(X, y).coef_, rtol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["hinge", "perceptron"])
 def test_one_block_optimal_schedule_is_sklearns(loss, binary):
     X, y = binary
