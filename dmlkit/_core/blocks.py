@@ -232,8 +232,7 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
             _record_or_check_features(estimator, X.shape[1], names, reset)
         lazy = True
     else:
-        kwargs = {} if estimator is not None else {}
-        Xn = validate_data(estimator, X, reset=reset, dtype=list(dtype), **kwargs) \
+        Xn = validate_data(estimator, X, reset=reset, dtype=list(dtype)) \
             if estimator is not None else _check_array(X, dtype)
         rows = rows_per_block(Xn.shape[1], Xn.dtype.itemsize, block_size)
         X = from_numpy_views(Xn, rows)

@@ -13,7 +13,7 @@ import numpy as np
 
 from dmlkit._config import get_config
 
-_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster", "linear_model": "dmlkit.linear_model"}
+_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster"}
 
 
 def backend_of(meta) -> str:

@@ -273,14 +273,13 @@ def init_kmeans_parallel(driver, k, seed, backend, *, oversampling_factor=2.0, r
     ell = max(1, int(math.ceil(oversampling_factor * k)))
     s = _Sampler(driver, seed, backend)
     first, _ = s.round(None, 0, 1)
-    cands, gids = [first], [np.array([-1])]
+    cands = [first]
     base, new = 0, first
     for _ in range(rounds):
-        rows, gidx = s.round(new, base, ell)
+        rows, _ = s.round(new, base, ell)
         base += len(new)
         new = rows
         cands.append(rows)
-        gids.append(gidx)
     n_cand = base + len(new)
     weights = s.candidate_weights(new, base, n_cand)
     C = np.concatenate(cands)
