@@ -18,8 +18,9 @@ _SGD_WEIGHTS = ("SGD visits a repeated row twice, which is not one update with t
                 "weight; scikit-learn lists this check for its own SGD estimators "
                 "(scikit-learn meta-issue #16298).")
 EXPECTED_FAILED: dict[str, dict[str, str]] = {
-    "SGDClassifier": {"check_sample_weight_equivalence_on_dense_data": _SGD_WEIGHTS},
-    "SGDRegressor": {"check_sample_weight_equivalence_on_dense_data": _SGD_WEIGHTS},
+    name: {"check_sample_weight_equivalence_on_dense_data": _SGD_WEIGHTS,
+           "check_sample_weight_equivalence_on_sparse_data": _SGD_WEIGHTS}
+    for name in ("SGDClassifier", "SGDRegressor")
 }
 
 

@@ -55,6 +55,11 @@ class RowBlocks:
     def dtype(self):
         return self.X.dtype
 
+    @property
+    def sparse(self) -> bool:
+        """Blocks are scipy.sparse CSR matrices."""
+        return is_sparse_blocks(self.X)
+
 
 def from_numpy_views(X: np.ndarray, rows: int) -> da.Array:
     """A dask array whose blocks are views of X's row slices.
@@ -71,6 +76,50 @@ def from_numpy_views(X: np.ndarray, rows: int) -> da.Array:
     return da.Array(dsk, name, chunks, dtype=X.dtype, meta=X[:0])
 
 
+def from_csr_views(X: sp.csr_matrix, block_size=None) -> da.Array:
+    """A dask array whose blocks are CSR row slices of X sharing its data and indices.
+
+    Blocks hold about ``dmlkit.block-size`` bytes of stored entries; only each block's
+    ``indptr`` is new (rows + 1 integers).
+    """
+    n, d = X.shape
+    per_row = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / max(1, n)
+    size = parse_bytes(block_size if block_size is not None else get_config("block-size"))
+    rows = max(1, int(size // max(1.0, per_row)))
+    chunks = da.core.normalize_chunks((rows, d), X.shape)
+    name = f"dmlkit-input-{uuid.uuid4().hex}"
+    bounds = np.concatenate([[0], np.cumsum(chunks[0])])
+    dsk = {}
+    for i in range(len(chunks[0])):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        lo, hi = X.indptr[a], X.indptr[b]
+        # scipy's (data, indices, indptr) constructor copies; an empty matrix given the
+        # slices as its arrays does not
+        block = sp.csr_matrix((b - a, d), dtype=X.dtype)
+        block.data, block.indices = X.data[lo:hi], X.indices[lo:hi]
+        block.indptr = (X.indptr[a:b + 1] - lo).astype(X.indices.dtype, copy=False)
+        dsk[(name, i, 0)] = block
+    return da.Array(dsk, name, chunks, dtype=X.dtype, meta=sp.csr_matrix((0, d), dtype=X.dtype))
+
+
+def is_sparse_blocks(X) -> bool:
+    """Whether a dask array's blocks are scipy.sparse matrices."""
+    return sp.issparse(getattr(X, "_meta", None))
+
+
+def estimate_nbytes(X: da.Array) -> float:
+    """Bytes the blocks of X take in memory.
+
+    Dense: ``X.nbytes``.  Sparse blocks: the stored bytes of the first block (computed
+    once, the only way to know a lazy sparse array's density) scaled to all rows.
+    """
+    if not is_sparse_blocks(X):
+        return float(X.nbytes)
+    first = X.blocks[0].compute()
+    stored = first.data.nbytes + first.indices.nbytes + first.indptr.nbytes
+    return stored * X.shape[0] / max(1, first.shape[0])
+
+
 def is_dask_collection(obj) -> bool:
     return dask.is_dask_collection(obj)
 
@@ -84,6 +133,10 @@ def rows_per_block(n_features: int, itemsize: int, block_size=None) -> int:
 def _check_finite_block(block, what="X"):
     # Runs inside the first task that reads the block: the NaN/inf check costs no
     # separate pass.  Message matches scikit-learn's ("Input X contains NaN/infinity").
+    if sp.issparse(block):
+        if not np.isfinite(block.data).all():
+            raise ValueError(f"Input {what} contains NaN or infinity.")
+        return block
     xp_block = np.asarray(block) if isinstance(block, np.ndarray) else block
     try:
         finite = bool(np.isfinite(xp_block).all())
@@ -147,9 +200,16 @@ def _validate_dask_array(X, dtype, what="X", check_finite=True):
         X = X.astype(target)
     if len(X.chunks[1]) != 1:
         X = X.rechunk({1: -1})
+    if is_sparse_blocks(X) and X._meta.format != "csr":
+        X = X.map_blocks(_to_csr, dtype=X.dtype, meta=sp.csr_matrix((0, X.shape[1]),
+                                                                   dtype=X.dtype))
     if not check_finite:
         return X
     return X.map_blocks(_check_finite_block, what=what, dtype=X.dtype, meta=X._meta)
+
+
+def _to_csr(block):
+    return block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
 
 
 def _vector_blocks(v, X, what, dtype=None, check_finite=True):
@@ -201,8 +261,13 @@ def check_sample_weight(sample_weight, X, dtype):
 
 
 def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
-                  dtype=FLOAT_DTYPES, block_size=None, finite_check="blocks") -> RowBlocks:
+                  dtype=FLOAT_DTYPES, block_size=None, finite_check="blocks",
+                  accept_sparse=False) -> RowBlocks:
     """Normalise X (numpy, pandas, lists, dask array, dask dataframe) into row blocks.
+
+    With ``accept_sparse``, a scipy.sparse matrix (any format: it becomes CSR) and dask
+    arrays of scipy.sparse blocks are taken too, and give CSR row blocks; otherwise
+    they raise a TypeError naming the estimator.
 
     ``estimator`` with ``reset=True`` records ``n_features_in_`` / ``feature_names_in_``;
     with ``reset=False`` the input is checked against them.
@@ -213,18 +278,24 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
     its reduced sums with :func:`check_finite_result`, which non-finite input poisons),
     so an iterative fit never pays an extra pass, nor ``isfinite`` on every streamed one.
     """
+    who = type(estimator).__name__ if estimator is not None else "this function"
+    sparse_in = sp.issparse(X) or (is_dask_collection(X) and is_sparse_blocks(X))
+    if sparse_in and not accept_sparse:
+        raise TypeError(f"Sparse input is not supported by {who}; pass a dense array "
+                        "(e.g. X.toarray(), or X.map_blocks(lambda b: b.toarray()) for dask).")
     if sp.issparse(X):
-        raise TypeError("Sparse input is not supported by this estimator yet; "
-                        "pass a dense array (e.g. X.toarray()).")
-    if is_dask_collection(X):
+        Xs = validate_data(estimator, X, reset=reset, dtype=list(dtype),
+                           accept_sparse="csr") if estimator is not None else \
+            _check_array(X, dtype, accept_sparse="csr")
+        X = from_csr_views(Xs, block_size)
+        lazy = False
+    elif is_dask_collection(X):
         names = None
         if hasattr(X, "to_dask_array"):
             X, names = _dask_from_dataframe(X)
         elif not isinstance(X, da.Array):
             raise TypeError(f"Unsupported dask collection {type(X).__name__}; "
                             "pass a dask array or a dask dataframe.")
-        if sp.issparse(getattr(X, "_meta", None)):
-            raise TypeError("Sparse dask blocks are not supported by this estimator yet.")
         if finite_check not in ("blocks", "caller"):
             raise ValueError(f"finite_check must be 'blocks' or 'caller', got {finite_check!r}")
         X = _validate_dask_array(X, dtype, check_finite=finite_check == "blocks")
@@ -242,10 +313,10 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
     return RowBlocks(X=X, sample_weight=w, y=yb, lazy=lazy)
 
 
-def _check_array(X, dtype):
+def _check_array(X, dtype, accept_sparse=False):
     from sklearn.utils import check_array
 
-    return check_array(X, dtype=list(dtype))
+    return check_array(X, dtype=list(dtype), accept_sparse=accept_sparse)
 
 
 def _record_or_check_features(estimator, n_features, names, reset):

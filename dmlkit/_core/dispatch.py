@@ -1,6 +1,6 @@
 """Kernel dispatch: the block's array type picks the kernel module.
 
-NumPy blocks run the family's numba module (``_kernels_cpu``); anything else (CuPy,
+NumPy and scipy.sparse blocks run the family's numba module (``_kernels_cpu``); anything else (CuPy,
 ``array_api_strict``) runs its array-API module (``_kernels_xp``).  The ``dmlkit.backend``
 setting can force ``"xp"`` on NumPy blocks.  CuPy is only ever imported lazily.
 """
@@ -10,22 +10,28 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
+import scipy.sparse as sp
 
 from dmlkit._config import get_config
 
-_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster"}
+_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster", "linear_model": "dmlkit.linear_model"}
 
 
 def backend_of(meta) -> str:
     """'numba' or 'xp' for blocks whose meta (``X._meta``) is ``meta``."""
     forced = get_config("backend")
-    is_numpy = isinstance(meta, np.ndarray)
+    sparse = sp.issparse(meta)
+    is_numpy = isinstance(meta, np.ndarray) or sparse
     if forced == "numba":
         if not is_numpy:
             raise ValueError(
                 f"backend='numba' needs NumPy blocks, got {type(meta).__name__} blocks.")
         return "numba"
     if forced == "xp":
+        if sparse:
+            raise ValueError("backend='xp' (the array-API kernels) needs dense blocks, got "
+                             "scipy.sparse blocks; use backend='auto' or 'numba' for sparse "
+                             "input.")
         return "xp"
     return "numba" if is_numpy else "xp"
 

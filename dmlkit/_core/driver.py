@@ -15,7 +15,7 @@ import uuid
 import dask
 
 from dmlkit._config import get_config
-from dmlkit._core.blocks import RowBlocks
+from dmlkit._core.blocks import RowBlocks, estimate_nbytes
 from dmlkit._core.client import get_client_or_none, total_memory, total_threads
 from dmlkit._core.reduce import tree_reduce, tree_reduce_local
 
@@ -79,7 +79,7 @@ class Driver:
             return cache
         if not self.blocks.lazy:
             return True  # the data already is in this process's memory
-        nbytes = self.blocks.X.nbytes
+        nbytes = estimate_nbytes(self.blocks.X)
         for extra in (self.blocks.sample_weight, self.blocks.y):
             if extra is not None:
                 nbytes += extra.nbytes

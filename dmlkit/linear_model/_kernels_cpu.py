@@ -5,6 +5,12 @@ schedule at step t, the loss gradient (clipped), L2 as a lazy weight scale, L1 a
 cumulative truncated gradient (Tsuruoka et al.), the intercept, then t += 1.  Several
 models (one-vs-rest classes) are trained in the same pass over the block, each with
 its own weight scale; models are independent, so ``prange`` over them changes no bits.
+Averaged SGD (``average``) keeps scikit-learn's lazy running mean ``(aw + a v) / b``.
+
+Two kernels share every per-sample rule: ``_sgd_epoch`` for dense blocks and
+``_sgd_epoch_csr`` for CSR blocks, whose dot, update, average and L1 steps touch only
+the row's non-zeros (scikit-learn's sparse SGD: the cost is the non-zeros, not the
+dimension).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import math
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 from numba import prange
 
 from dmlkit._core.numba_utils import block_kernel
@@ -123,46 +130,92 @@ def _dot_row(W, m, X, i):
     return (s0 + s1) + (s2 + s3)
 
 
+@numba.njit(nogil=True, cache=True)
+def _sample_update(loss_id, p, y, eps, lr_id, eta, alpha, optimal_init, t, power_t, pos_w,
+                   neg_w, sw):
+    """(learning rate, update) of one sample: scikit-learn's ``-eta * dloss * cw * sw``."""
+    if lr_id == 1:
+        e = 1.0 / (alpha * (optimal_init + t - 1.0))
+    elif lr_id == 2:
+        e = eta / (t ** power_t)
+    else:
+        e = eta
+    g = loss_gradient(loss_id, p, y, eps)
+    if g < -MAX_DLOSS:
+        g = -MAX_DLOSS
+    elif g > MAX_DLOSS:
+        g = MAX_DLOSS
+    cw = pos_w if y > 0.0 else neg_w
+    return e, -e * g * cw * sw
+
+
+@numba.njit(nogil=True, cache=True)
+def _fold_scale(W, AW, m, wscale, avg_a, avg_b, averaging):
+    # w = wscale * v (and the average (aw + a v) / b) folded into the arrays, scale reset
+    # to 1: scikit-learn's ``reset_wscale``.
+    d = W.shape[1]
+    if averaging:
+        inv_b = 1.0 / avg_b
+        for f in range(d):
+            AW[m, f] = (AW[m, f] + avg_a * W[m, f]) * inv_b
+    for f in range(d):
+        W[m, f] *= wscale
+
+
+@numba.njit(nogil=True, cache=True)
+def _l1_truncate(W, Q, m, f, u, wscale):
+    # The cumulative truncated-gradient L1 step on feature f (Tsuruoka et al. 2009).
+    z = W[m, f]
+    if wscale * z > 0.0:
+        W[m, f] = max(0.0, z - (u + Q[m, f]) / wscale)
+    elif wscale * z < 0.0:
+        W[m, f] = min(0.0, z + (u - Q[m, f]) / wscale)
+    Q[m, f] += wscale * (W[m, f] - z)
+
+
 @block_kernel
-def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, pos_w, neg_w, loss_id, penalty_id,
-               alpha, l1_ratio, eps, lr_id, eta, power_t, optimal_init, t_start, fit_intercept,
-               want_loss):
+def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, avg_coef, avg_intercept, pos_w,
+               neg_w, loss_id, penalty_id, alpha, l1_ratio, eps, lr_id, eta, power_t,
+               optimal_init, t_start, fit_intercept, intercept_decay, average, want_loss):
     # IN  X (n, d); Y (n, M) targets (+-1 for classifiers); sw (n,) sample weights;
-    #     order (n,) visiting order; coef (M, d), intercept (M,) starting models;
-    #     u0 (M,), q0 (M, d) L1 state (cumulative penalty, penalty applied per feature),
-    #     carried across epochs as scikit-learn does within one fit;
-    #     pos_w/neg_w (M,) class weights for y > 0 / y <= 0; want_loss: sum the losses
-    #     (only the tol stopping rule needs them; log_loss pays an exp and a log1p each)
-    # OUT coef (M, d), intercept (M,), u (M,), q (M, d) after one pass; sumloss (M,) loss
+    #     order (k,) rows to visit, in order (k <= n: validation rows are left out);
+    #     coef (M, d), intercept (M,) starting models; u0 (M,), q0 (M, d) L1 state
+    #     (cumulative penalty, penalty applied per feature) carried across epochs as
+    #     scikit-learn does within one fit; avg_coef (M, d) / avg_intercept (M,) the
+    #     running averages when average > 0 (averaging from step t = average on; (M, 0)
+    #     otherwise); pos_w/neg_w (M,) class weights for y > 0 / y <= 0; want_loss: sum
+    #     the losses (only the tol rule and verbose read them: log_loss pays exp + log1p)
+    # OUT coef, intercept, u, q, avg_coef, avg_intercept after one pass; sumloss (M,) loss
     #     of each sample before its update (0 unless want_loss; NaN if x had NaN/inf)
-    n, d = X.shape
+    n_visit = order.shape[0]
+    d = X.shape[1]
     M = coef.shape[0]
     W = coef.astype(np.float64)
     b = intercept.astype(np.float64)
     U = u0.astype(np.float64)
     Q = q0.astype(np.float64)
+    AW = avg_coef.astype(np.float64)
+    AB = avg_intercept.astype(np.float64)
+    averaging = average > 0
     sumloss = np.zeros(M)
-    if penalty_id == 1:
-        l1r = 0.0
-    elif penalty_id == 2:
-        l1r = 1.0
-    else:
-        l1r = l1_ratio
+    l1r = 0.0 if penalty_id == 1 else (1.0 if penalty_id == 2 else l1_ratio)
     for m in prange(M):
         wscale = 1.0
+        avg_a = 0.0
+        avg_b = 1.0
         u = U[m]
-        q = Q[m]
         t = t_start
         bm = b[m]
+        abm = AB[m]
         # Shuffled rows are random reads that stall the dependent SGD updates (5x slower
         # than storage order on 50 features).  A plain copy loop has no dependencies, so
         # gathering the next GATHER rows in visiting order first overlaps their misses;
         # the updates then read the buffer in order.  Same values, same bits.
         buf = np.empty((GATHER, d), dtype=X.dtype)
-        for ii in range(n):
+        for ii in range(n_visit):
             r = ii % GATHER
             if r == 0:
-                for rr in range(min(GATHER, n - ii)):
+                for rr in range(min(GATHER, n_visit - ii)):
                     j = order[ii + rr]
                     for f in range(d):
                         buf[rr, f] = X[j, f]
@@ -172,60 +225,159 @@ def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, pos_w, neg_w, loss_id, 
             if not math.isfinite(p):
                 # NaN/inf in x (0 * inf is NaN too): poison the loss so the fit reports it
                 sumloss[m] += np.nan
-            if lr_id == 1:
-                e = 1.0 / (alpha * (optimal_init + t - 1.0))
-            elif lr_id == 2:
-                e = eta / (t ** power_t)
-            else:
-                e = eta
             if want_loss:
                 sumloss[m] += loss_value(loss_id, p, y, eps)
-            g = loss_gradient(loss_id, p, y, eps)
-            if g < -MAX_DLOSS:
-                g = -MAX_DLOSS
-            elif g > MAX_DLOSS:
-                g = MAX_DLOSS
-            cw = pos_w[m] if y > 0.0 else neg_w[m]
-            update = -e * g * cw * sw[i]
+            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta, alpha, optimal_init,
+                                       t, power_t, pos_w[m], neg_w[m], sw[i])
             if penalty_id == 1 or penalty_id == 3:
                 wscale *= max(0.0, 1.0 - (1.0 - l1r) * e * alpha)
                 if wscale < 1e-9:  # fold the scale into the weights (as scikit-learn)
-                    for f in range(d):
-                        W[m, f] *= wscale
+                    _fold_scale(W, AW, m, wscale, avg_a, avg_b, averaging)
                     wscale = 1.0
+                    avg_a = 0.0
+                    avg_b = 1.0
             if update != 0.0:
                 s = update / wscale
                 for f in range(d):
                     W[m, f] += s * buf[r, f]
             if fit_intercept:
-                bm += update
+                bm += update * intercept_decay
+            if averaging and average <= t:
+                num = t - average + 1.0
+                mu = 1.0 / num
+                if update != 0.0:  # adds exact zeros otherwise
+                    c = -update / wscale
+                    for f in range(d):
+                        AW[m, f] += avg_a * buf[r, f] * c
+                if num > 1.0:
+                    avg_b /= 1.0 - mu
+                avg_a += mu * avg_b * wscale
+                abm += (bm - abm) / num
             if penalty_id >= 2:
                 u += l1r * e * alpha
                 for f in range(d):  # dense rows: every feature, as scikit-learn
-                    z = W[m, f]
-                    if wscale * z > 0.0:
-                        W[m, f] = max(0.0, z - (u + q[f]) / wscale)
-                    elif wscale * z < 0.0:
-                        W[m, f] = min(0.0, z + (u - q[f]) / wscale)
-                    q[f] += wscale * (W[m, f] - z)
+                    _l1_truncate(W, Q, m, f, u, wscale)
             t += 1.0
-        for f in range(d):
-            W[m, f] *= wscale
+        _fold_scale(W, AW, m, wscale, avg_a, avg_b, averaging)
         b[m] = bm
         U[m] = u
-    return W, b, U, Q, sumloss
+        AB[m] = abm
+    return W, b, U, Q, AW, AB, sumloss
+
+
+@block_kernel
+def _sgd_epoch_csr(data, indices, indptr, Y, sw, order, coef, intercept, u0, q0, avg_coef,
+                   avg_intercept, pos_w, neg_w, loss_id, penalty_id, alpha, l1_ratio, eps,
+                   lr_id, eta, power_t, optimal_init, t_start, fit_intercept, intercept_decay,
+                   average, want_loss):
+    # As _sgd_epoch, for a CSR block (data, indices, indptr): every per-row loop runs over
+    # the row's stored entries only.
+    n_visit = order.shape[0]
+    M = coef.shape[0]
+    W = coef.astype(np.float64)
+    b = intercept.astype(np.float64)
+    U = u0.astype(np.float64)
+    Q = q0.astype(np.float64)
+    AW = avg_coef.astype(np.float64)
+    AB = avg_intercept.astype(np.float64)
+    averaging = average > 0
+    sumloss = np.zeros(M)
+    l1r = 0.0 if penalty_id == 1 else (1.0 if penalty_id == 2 else l1_ratio)
+    for m in prange(M):
+        wscale = 1.0
+        avg_a = 0.0
+        avg_b = 1.0
+        u = U[m]
+        t = t_start
+        bm = b[m]
+        abm = AB[m]
+        for ii in range(n_visit):
+            i = order[ii]
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            y = Y[i, m]
+            dot = 0.0
+            for k in range(lo, hi):
+                dot += W[m, indices[k]] * data[k]
+            p = dot * wscale + bm
+            if not math.isfinite(p):
+                sumloss[m] += np.nan
+            if want_loss:
+                sumloss[m] += loss_value(loss_id, p, y, eps)
+            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta, alpha, optimal_init,
+                                       t, power_t, pos_w[m], neg_w[m], sw[i])
+            if penalty_id == 1 or penalty_id == 3:
+                wscale *= max(0.0, 1.0 - (1.0 - l1r) * e * alpha)
+                if wscale < 1e-9:
+                    _fold_scale(W, AW, m, wscale, avg_a, avg_b, averaging)
+                    wscale = 1.0
+                    avg_a = 0.0
+                    avg_b = 1.0
+            if update != 0.0:
+                s = update / wscale
+                for k in range(lo, hi):
+                    W[m, indices[k]] += s * data[k]
+            if fit_intercept:
+                bm += update * intercept_decay
+            if averaging and average <= t:
+                num = t - average + 1.0
+                mu = 1.0 / num
+                if update != 0.0:  # adds exact zeros otherwise
+                    c = -update / wscale
+                    for k in range(lo, hi):
+                        AW[m, indices[k]] += avg_a * data[k] * c
+                if num > 1.0:
+                    avg_b /= 1.0 - mu
+                avg_a += mu * avg_b * wscale
+                abm += (bm - abm) / num
+            if penalty_id >= 2:
+                u += l1r * e * alpha
+                for k in range(lo, hi):
+                    _l1_truncate(W, Q, m, indices[k], u, wscale)
+            t += 1.0
+        _fold_scale(W, AW, m, wscale, avg_a, avg_b, averaging)
+        b[m] = bm
+        U[m] = u
+        AB[m] = abm
+    return W, b, U, Q, AW, AB, sumloss
 
 
 def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params,
-                    n_threads=1, want_loss=True):
-    """One local SGD epoch over a dense block; returns (coef, intercept, u, q, sumloss)."""
-    X = X if X.flags.c_contiguous else np.ascontiguousarray(X)
+                    n_threads=1, want_loss=True, avg_coef=None, avg_intercept=None):
+    """One local SGD epoch over a dense or CSR block.
+
+    Returns ``(coef, intercept, u, q, sumloss, avg_coef, avg_intercept)``; the averages
+    are None unless ``params["average"] > 0`` (then ``avg_coef``/``avg_intercept`` are
+    the running averages to continue).  ``params["intercept_decay"]`` scales intercept
+    updates (scikit-learn uses 0.01 for sparse data).
+    """
     p = params
-    return _sgd_epoch(X, np.ascontiguousarray(Y, dtype=np.float64),
-                      np.ascontiguousarray(sw, dtype=np.float64), order,
-                      np.ascontiguousarray(coef), np.ascontiguousarray(intercept),
-                      np.ascontiguousarray(u), np.ascontiguousarray(q), pos_w, neg_w,
-                      p["loss"], p["penalty"], p["alpha"], p["l1_ratio"],
-                      p["epsilon"], p["learning_rate"], p["eta"], p["power_t"],
-                      p["optimal_init"], p["t"], p["fit_intercept"], bool(want_loss),
-                      n_threads=min(int(n_threads), coef.shape[0]))
+    M, d = coef.shape
+    average = int(p.get("average", 0))
+    if average > 0:
+        aw = np.ascontiguousarray(avg_coef, dtype=np.float64)
+        ab = np.ascontiguousarray(avg_intercept, dtype=np.float64)
+    else:
+        aw, ab = np.zeros((M, 0)), np.zeros(M)
+    common = (np.ascontiguousarray(Y, dtype=np.float64),
+              np.ascontiguousarray(sw, dtype=np.float64),
+              np.ascontiguousarray(order, dtype=np.int64),
+              np.ascontiguousarray(coef, dtype=np.float64),
+              np.ascontiguousarray(intercept, dtype=np.float64),
+              np.ascontiguousarray(u, dtype=np.float64), np.ascontiguousarray(q, dtype=np.float64),
+              aw, ab, np.asarray(pos_w, dtype=np.float64), np.asarray(neg_w, dtype=np.float64),
+              p["loss"], p["penalty"], p["alpha"], p["l1_ratio"], p["epsilon"],
+              p["learning_rate"], p["eta"], p["power_t"], p["optimal_init"], p["t"],
+              p["fit_intercept"], float(p.get("intercept_decay", 1.0)), average,
+              bool(want_loss))
+    n_threads = min(int(n_threads), M)
+    if sp.issparse(X):
+        X = X.tocsr() if X.format != "csr" else X
+        out = _sgd_epoch_csr(X.data, X.indices, X.indptr, *common, n_threads=n_threads)
+    else:
+        X = X if X.flags.c_contiguous else np.ascontiguousarray(X)
+        out = _sgd_epoch(X, *common, n_threads=n_threads)
+    W, b, U, Q, AW, AB, sumloss = out
+    if average > 0:
+        return W, b, U, Q, sumloss, AW, AB
+    return W, b, U, Q, sumloss, None, None

@@ -14,6 +14,7 @@ import warnings
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.metaestimators import available_if
@@ -21,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
-from dmlkit._core.dispatch import to_numpy
+from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver
 from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import ConvergenceWarning
@@ -35,9 +36,14 @@ from dmlkit.linear_model._loss import (
 )
 
 DEFAULT_EPSILON = 0.1
+XP_BATCH_SIZE = 256  # rows per step of the array-API (GPU) kernel unless batch_size says
+SPARSE_INTERCEPT_DECAY = 0.01  # scikit-learn damps intercept updates on sparse data
 
 
 # ----------------------------------------------------------------------------------
+VALIDATION_STREAM = 0x7A11  # the random stream of the early-stopping split (not an epoch's)
+
+
 def _targets(y, classes):
     """Per-model targets: the values for regression, +-1 per one-vs-rest model."""
     y = to_numpy(y)
@@ -51,34 +57,121 @@ def _targets(y, classes):
     return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
 
 
-def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, seed, epoch,
-                shuffle, n_threads=1):
-    x = to_numpy(x)
-    n = x.shape[0]
-    Y = _targets(y, classes)
-    sw = np.ones(n) if w is None else np.asarray(to_numpy(w), dtype=np.float64)
-    if shuffle:
-        order = np.random.default_rng([int(seed), int(epoch), int(block)]).permutation(n)
+def _split_rows(Y, seed, block, fraction, stratify):
+    """(training rows, validation rows) of a block for early stopping.
+
+    Drawn from (seed, block) alone, so every epoch (and a block recomputed after a
+    worker loss) gets the same split; classifiers take ``fraction`` of each class.
+    """
+    n = Y.shape[0]
+    if not fraction:
+        return np.arange(n), np.arange(0)
+    perm = np.random.default_rng([int(seed), VALIDATION_STREAM, int(block)]).permutation(n)
+    if stratify:
+        labels = (Y[:, 0] > 0).astype(np.intp) if Y.shape[1] == 1 else np.argmax(Y, axis=1)
+        lab = labels[perm]
+        val = np.concatenate([perm[lab == c][:int(round(fraction * np.sum(lab == c)))]
+                              for c in np.unique(lab)])
     else:
-        order = np.arange(n)
-    coef, intercept, u, q = state
-    W, b, u, q, sumloss = kernels.sgd_epoch_block(x, Y, sw, order.astype(np.int64), coef,
-                                                  intercept, u, q, pos_w, neg_w, params,
-                                                  n_threads=n_threads,
-                                                  want_loss=params["want_loss"])
-    # Row-weighted sums: the driver divides by the total rows (parameter mixing).
-    return (W * n, b * n, u * n, q * n), float(n), sumloss
+        val = perm[:int(round(fraction * n))]
+    mask = np.zeros(n, dtype=bool)
+    mask[val] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _decision_values(x, coef, intercept):
+    """x @ coef.T + intercept for a dense (NumPy or array-API) or scipy.sparse block."""
+    if sp.issparse(x):
+        return np.asarray(x @ coef.T) + intercept
+    return to_numpy(x) @ coef.T + intercept
+
+
+def _validation_stats(x, Y, sw, rows, model, regression):
+    """Weighted sums that give the validation score of ``model`` over ``rows``."""
+    if regression:
+        out = np.zeros(4)
+    else:
+        out = np.zeros(2)
+    if len(rows) == 0:
+        return out
+    d = _decision_values(x[rows], *model)
+    y, w = Y[rows], sw[rows]
+    if regression:
+        r = y[:, 0] - d[:, 0]
+        return np.array([w.sum(), (w * y[:, 0]).sum(), (w * y[:, 0] ** 2).sum(),
+                         (w * r * r).sum()])
+    if Y.shape[1] == 1:
+        correct = (d[:, 0] > 0) == (y[:, 0] > 0)
+    else:
+        correct = np.argmax(d, axis=1) == np.argmax(y, axis=1)
+    return np.array([(w * correct).sum(), w.sum()])
+
+
+def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, seed, epoch,
+                run, n_threads=1):
+    """One block's epoch: its local SGD pass and, with early stopping, the validation
+    statistics of the incoming model.  Returns row-weighted sums for the driver's mix."""
+    Y = _targets(y, classes)
+    n = Y.shape[0]
+    sw = np.ones(n) if w is None else np.asarray(to_numpy(w), dtype=np.float64)
+    train, val = _split_rows(Y, seed, block, run["validation_fraction"], classes is not None)
+    out = {"val": _validation_stats(x, Y, sw, val, state["score_model"], classes is None)
+           if run["validation_fraction"] else np.zeros(0)}
+    order = train
+    if run["shuffle"]:
+        order = train[np.random.default_rng([int(seed), int(epoch), int(block)]).permutation(
+            len(train))]
+    t, average = _step_units(params, run)
+    if run["backend"] == "xp":
+        K = get_kernels("linear_model", "xp")
+        extra = {"batch_size": run["batch_size"]}
+        params = dict(params, t=t, average=average)
+    else:
+        K, extra = kernels, {}
+        x = x if sp.issparse(x) else to_numpy(x)
+    res = K.sgd_epoch_block(x, Y, sw, order.astype(np.int64), state["coef"], state["intercept"],
+                            state["u"], state["q"], pos_w, neg_w, params, n_threads=n_threads,
+                            want_loss=params["want_loss"], avg_coef=state["avg_coef"],
+                            avg_intercept=state["avg_intercept"], **extra)
+    W, b, u, q, sumloss, aw, ab = (None if v is None else np.asarray(to_numpy(v)) for v in res)
+    nt = float(len(order))
+    out.update(coef=W * nt, intercept=b * nt, u=u * nt, q=q * nt, n=nt, loss=sumloss)
+    if average > 0:
+        # The block's running average covers k0 earlier steps and m of its own: its
+        # share of the sum of all averaged iterates is aw (k0 + m) - avg0 k0 (see _mix).
+        steps = nt if run["backend"] != "xp" else float(-(-len(order) // run["batch_size"]))
+        k0 = max(0.0, t - average)
+        m = max(0.0, min(steps, t + steps - average))
+        out.update(avg_coef=aw * (k0 + m) - state["avg_coef"] * k0,
+                   avg_intercept=ab * (k0 + m) - state["avg_intercept"] * k0, m=m)
+    return out
+
+
+def _step_units(params, run):
+    """(t, average) in the kernel's steps: rows for numba, batches for the array-API
+    kernel (whose schedule advances once per batch)."""
+    t, average = float(params["t"]), int(params["average"])
+    if run["backend"] != "xp":
+        return t, average
+    bs = run["batch_size"]
+    return 1.0 + (t - 1.0) / bs, (-(-average // bs) if average else 0)
 
 
 def _combine_epochs(*parts):
-    sums = [a.copy() for a in parts[0][0]]
-    n, loss = parts[0][1], parts[0][2].copy()
-    for si, ni, li in parts[1:]:
-        for acc, v in zip(sums, si, strict=True):
-            acc += v
-        n += ni
-        loss += li
-    return sums, n, loss
+    """Sum the blocks' partial results, key by key (the fixed reduction tree's step)."""
+    out = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in parts[0].items()}
+    for part in parts[1:]:
+        for k, v in part.items():
+            out[k] = out[k] + v
+    return out
+
+
+def _check_init(value, shape, what):
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"Provided {what} does not match dataset: expected shape {shape}, "
+                         f"got {arr.shape}.")
+    return arr.reshape(shape).copy()
 
 
 def _label_counts(blocks):
@@ -91,13 +184,16 @@ def _label_counts(blocks):
     return np.asarray(labels), np.asarray(counts)
 
 
-def _decision_block(x, coef, intercept):
-    return to_numpy(x) @ coef.T + intercept
 
 
 # ----------------------------------------------------------------------------------
 class _BaseSGD(BaseEstimator):
     _losses: dict = {}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     def _check_params(self):
         if self.loss not in self._losses:
@@ -127,10 +223,24 @@ class _BaseSGD(BaseEstimator):
         if self.alpha == 0 and self.learning_rate == "optimal":
             raise ValueError("alpha must be > 0 since learning_rate is 'optimal': alpha is "
                              "used to compute the optimal learning rate.")
-        if getattr(self, "early_stopping", False):
-            raise NotImplementedError("early_stopping is not implemented yet in dmlkit.")
-        if getattr(self, "average", False):
-            raise NotImplementedError("average is not implemented yet in dmlkit.")
+        avg = self.average
+        if isinstance(avg, bool) or avg is None:
+            pass
+        elif not isinstance(avg, numbers.Integral) or avg < 0:
+            raise ValueError(f"average must be a bool or an int >= 0, got {avg!r}.")
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be a bool, got {self.early_stopping!r}.")
+        vf = self.validation_fraction
+        if not (isinstance(vf, numbers.Real) and 0 < vf < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1), got {vf!r}.")
+        bs = self.batch_size
+        if bs is not None and (not isinstance(bs, numbers.Integral) or bs < 1):
+            raise ValueError(f"batch_size must be None or an int >= 1, got {bs!r}.")
+
+    @property
+    def _average(self):
+        """``average`` as scikit-learn reads it: the step from which to average (0: off)."""
+        return int(self.average) if self.average else 0
 
     def _kernel_params(self):
         loss_id = self._losses[self.loss]
@@ -145,36 +255,92 @@ class _BaseSGD(BaseEstimator):
             "l1_ratio": float(self.l1_ratio), "epsilon": float(self.epsilon),
             "learning_rate": LEARNING_RATES[self.learning_rate], "eta": float(self.eta0),
             "power_t": float(self.power_t), "optimal_init": float(optimal_init),
-            "t": 1.0, "fit_intercept": bool(self.fit_intercept),
+            "t": 1.0, "fit_intercept": bool(self.fit_intercept), "average": self._average,
+            "intercept_decay": 1.0,
         }
 
     # -- the epoch loop ---------------------------------------------------------------
-    def _run_epochs(self, driver, classes, state, pos_w, neg_w, n_epochs, seed, stop_early):
+    def _public_model(self, state, t):
+        """The model predictions use: the average once averaging has started (as
+        scikit-learn: from ``average <= t_ - 1`` on), else the SGD iterate."""
+        if self._average and self._average <= t - 1:
+            return state["avg_coef"], state["avg_intercept"]
+        return state["coef"], state["intercept"]
+
+    def _mix(self, state, r, params, run):
+        """The next global state from the reduced block sums (parameter mixing)."""
+        total = r["n"]
+        if total <= 0:
+            raise ValueError("No training rows are left: validation_fraction leaves none.")
+        new = {k: r[k] / total for k in ("coef", "intercept", "u", "q")}
+        t, average = _step_units(params, run)
+        if average > 0:
+            k0 = max(0.0, t - average)
+            denom = k0 + r["m"]
+            for k in ("avg_coef", "avg_intercept"):
+                new[k] = (state[k] * k0 + r[k]) / denom if denom > 0 else state[k]
+        else:
+            new["avg_coef"] = new["avg_intercept"] = None
+        return new
+
+    def _validation_score(self, stats):
+        if isinstance(self, RegressorMixin):
+            sw, swy, swy2, ss_res = stats
+            ss_tot = swy2 - swy * swy / sw if sw > 0 else 0.0
+            return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+        return stats[0] / stats[1] if stats[1] > 0 else 0.0
+
+    def _run_epochs(self, driver, classes, state, pos_w, neg_w, n_epochs, seed, fitting):
+        """Run up to ``n_epochs`` epochs; returns (state, epochs kept).
+
+        Early stopping is fused into the passes: epoch e's tasks also score the model
+        they start from (the model after e epochs) on their validation rows, so no pass
+        is spent on scoring alone.  When the rule stops the fit, the pass that found it
+        is dropped and the scored model is kept.
+        """
         params = self._kernel_params()
         params["t"] = float(getattr(self, "t_", 1.0))
-        # Only the tol stopping rule (and progress) reads the epoch's loss.
-        params["want_loss"] = bool(stop_early and self.tol is not None) or bool(self.verbose)
-        n = driver.blocks.n_samples
-        best, no_improve, n_done = np.inf, 0, 0
+        if driver.blocks.sparse:
+            params["intercept_decay"] = SPARSE_INTERCEPT_DECAY  # as scikit-learn
+        early = bool(fitting and self.early_stopping)
+        tol_rule = bool(fitting and self.tol is not None and not early)
+        params["want_loss"] = tol_rule or bool(self.verbose)
+        run = {"validation_fraction": float(self.validation_fraction) if early else 0.0,
+               "shuffle": bool(self.shuffle), "backend": backend_of(driver.blocks.X._meta),
+               "batch_size": int(self.batch_size or XP_BATCH_SIZE)}
+        tol = -np.inf if self.tol is None else float(self.tol)
+        best = -np.inf if early else np.inf
+        no_improve, n_done, scored = 0, 0, False
         per_block = [(y, i) for i, y in enumerate(driver.y_parts)]
         bar = driver.progress(n_epochs, type(self).__name__)
         try:
-            for epoch in range(n_epochs):
-                shared = (classes, driver.shared(state, "model"), pos_w, neg_w, dict(params),
-                          seed, self._epochs_seen + epoch, bool(self.shuffle))
-                sums, total, sumloss = driver.map_reduce(_epoch_task, _combine_epochs, *shared,
-                                                         step="epoch", per_block=per_block)
-                check_finite_result(sums[0], sums[1], sumloss)
-                state = tuple(a / total for a in sums)
-                params["t"] += n
+            while n_done < n_epochs:
+                task_state = dict(state, score_model=self._public_model(state, params["t"]))
+                shared = (classes, driver.shared(task_state, "model"), pos_w, neg_w,
+                          dict(params), seed, self._epochs_seen + n_done, run)
+                r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
+                                      per_block=per_block)
+                check_finite_result(r["coef"], r["intercept"], r["loss"])
+                if early and scored:
+                    # r["val"] scores `state`, the model after n_done epochs
+                    score = self._validation_score(r["val"])
+                    no_improve = no_improve + 1 if score < best + tol else 0
+                    best = max(best, score)
+                    if no_improve >= self.n_iter_no_change:
+                        if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
+                            params["eta"] /= 5  # redo this epoch with the smaller step
+                            no_improve, scored = 0, False
+                            continue
+                        break
+                state = self._mix(state, r, params, run)
+                params["t"] += r["n"]
                 n_done += 1
-                objective = float(np.sum(sumloss)) / n + self._penalty_value(state[0])
+                scored = True
                 bar.update(1)
-                if stop_early and self.tol is not None:
-                    if objective > best - self.tol:
-                        no_improve += 1
-                    else:
-                        no_improve = 0
+                if tol_rule:
+                    objective = float(np.sum(r["loss"])) / r["n"] + self._penalty_value(
+                        state["coef"])
+                    no_improve = no_improve + 1 if objective > best - tol else 0
                     best = min(best, objective)
                     if no_improve >= self.n_iter_no_change:
                         if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
@@ -206,54 +372,62 @@ class _BaseSGD(BaseEstimator):
         if first or not incremental:
             self._check_params()
         blocks = to_row_blocks(X, estimator=self, reset=first, sample_weight=sample_weight,
-                               y=y, finite_check="caller")
+                               y=y, finite_check="caller", accept_sparse=True)
+        backend_of(blocks.X._meta)  # a backend that cannot take these blocks says so now
         classes = self._resolve_classes(blocks, classes_arg, first)
         n_models = 1 if classes is None or len(classes) == 2 else len(classes)
         d = blocks.n_features
         warm = (not incremental and self.warm_start and hasattr(self, "coef_")
-                and self.coef_.shape[1] == d)
-        if not first or warm:
-            coef = np.array(self.coef_, dtype=np.float64).reshape(n_models, d)
-            intercept = np.array(self.intercept_, dtype=np.float64).reshape(n_models)
+                and np.atleast_2d(self.coef_).shape[1] == d)
+        if not first:
+            state = dict(self._sgd_state)  # partial_fit continues the SGD iterate
         else:
-            coef = np.zeros((n_models, d))
-            intercept = np.zeros(n_models)
-        if coef_init is not None:
-            coef = np.asarray(coef_init, dtype=np.float64).reshape(n_models, d)
-        if intercept_init is not None:
-            intercept = np.asarray(intercept_init, dtype=np.float64).reshape(n_models)
-        if not incremental or first:
+            if warm:
+                coef = np.array(self.coef_, dtype=np.float64).reshape(n_models, d)
+                intercept = np.array(self.intercept_, dtype=np.float64).reshape(n_models)
+            else:
+                coef, intercept = np.zeros((n_models, d)), np.zeros(n_models)
+            if coef_init is not None:
+                coef = _check_init(coef_init, (n_models, d), "coef_init")
+            if intercept_init is not None:
+                intercept = _check_init(intercept_init, (n_models,), "intercept_init")
+            avg = self._average > 0
+            state = {"coef": coef, "intercept": intercept, "u": np.zeros(n_models),
+                     "q": np.zeros((n_models, d)),
+                     "avg_coef": np.zeros((n_models, d)) if avg else None,
+                     "avg_intercept": np.zeros(n_models) if avg else None}
             self.t_ = 1.0
             self._epochs_seen = 0
-            self._l1_state = (np.zeros(n_models), np.zeros((n_models, d)))
         pos_w, neg_w = self._class_weights(blocks, classes)
         rs = check_random_state(self.random_state)
         if not hasattr(self, "_seed") or not incremental:
             self._seed = int(rs.randint(np.iinfo(np.int32).max))
+        if not incremental and self.early_stopping and not blocks.lazy and \
+                int(round(self.validation_fraction * blocks.n_samples)) < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
+                             f"validation rows out of {blocks.n_samples} samples; raise it "
+                             "or turn early_stopping off.")
         driver = Driver("sgd", blocks, cache=self.cache if not incremental else False,
                         verbose=self.verbose)
         n_epochs = 1 if incremental else self.max_iter
-        state = (coef, intercept) + tuple(self._l1_state)
         state, n_done = self._run_epochs(driver, classes, state, pos_w, neg_w, n_epochs,
-                                         self._seed, stop_early=not incremental)
-        coef, intercept = state[0], state[1]
-        self._l1_state = (state[2], state[3])
+                                         self._seed, fitting=not incremental)
+        self._sgd_state = state
         if not incremental and n_done == self.max_iter and self.tol is not None \
                 and self.max_iter > 1:
             warnings.warn("Maximum number of iteration reached before convergence. Consider "
                           "increasing max_iter to improve the fit.", ConvergenceWarning,
                           stacklevel=3)
-        self.coef_ = coef
-        self.intercept_ = intercept
+        self.coef_, self.intercept_ = (np.array(a) for a in self._public_model(state, self.t_))
         self.n_iter_ = n_done if not incremental else getattr(self, "n_iter_", 0) + 1
         return self
 
     def _decision(self, X):
         check_is_fitted(self)
-        blocks = to_row_blocks(X, estimator=self, reset=False)
+        blocks = to_row_blocks(X, estimator=self, reset=False, accept_sparse=True)
         coef = np.atleast_2d(self.coef_)
         intercept = np.atleast_1d(self.intercept_)
-        out = blocks.X.map_blocks(_decision_block, coef, intercept, dtype=np.float64,
+        out = blocks.X.map_blocks(_decision_values, coef, intercept, dtype=np.float64,
                                   chunks=(blocks.X.chunks[0], (coef.shape[0],)),
                                   meta=np.empty((0, 0)), name="dmlkit-sgd-decision")
         return out if blocks.lazy else out.compute()
@@ -262,7 +436,23 @@ class _BaseSGD(BaseEstimator):
 class SGDClassifier(ClassifierMixin, _BaseSGD):
     """Linear classifiers with SGD training, out of core on Dask (as scikit-learn's).
 
-    Not yet: ``average``, ``early_stopping`` (raise NotImplementedError), sparse input.
+    The model is scikit-learn's, trained by iterative parameter mixing: every epoch,
+    each row block runs one local SGD pass from the current model and the driver
+    averages the block models weighted by their rows.  With one block (and
+    ``shuffle=False``) it is scikit-learn's SGD, update for update.
+
+    Dense input (NumPy, pandas, dask arrays and dataframes) and sparse input (a
+    scipy.sparse matrix, or a dask array of scipy.sparse blocks, e.g. text hashed with
+    ``HashingVectorizer``) are both taken; sparse blocks train in time proportional to
+    their non-zeros.  NumPy and scipy.sparse blocks run numba kernels (per-sample SGD);
+    CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
+    step (default 256).
+
+    Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
+    ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
+    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class
+    for classifiers), drawn from ``random_state``; its score is computed in the next
+    epoch's pass, so it costs no extra pass over the data.
     """
 
     _losses = CLASSIFICATION_LOSSES
@@ -272,7 +462,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
                  epsilon=DEFAULT_EPSILON, random_state=None, learning_rate="optimal",
                  eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
-                 cache="auto"):
+                 batch_size=None, cache="auto"):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -293,6 +483,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.average = average
+        self.batch_size = batch_size
         self.cache = cache
 
     def _resolve_classes(self, blocks, classes_arg, first):
@@ -419,7 +610,23 @@ def _proba_modified_huber(d):
 class SGDRegressor(RegressorMixin, _BaseSGD):
     """Linear regression with SGD training, out of core on Dask (as scikit-learn's).
 
-    Not yet: ``average``, ``early_stopping`` (raise NotImplementedError), sparse input.
+    The model is scikit-learn's, trained by iterative parameter mixing: every epoch,
+    each row block runs one local SGD pass from the current model and the driver
+    averages the block models weighted by their rows.  With one block (and
+    ``shuffle=False``) it is scikit-learn's SGD, update for update.
+
+    Dense input (NumPy, pandas, dask arrays and dataframes) and sparse input (a
+    scipy.sparse matrix, or a dask array of scipy.sparse blocks, e.g. text hashed with
+    ``HashingVectorizer``) are both taken; sparse blocks train in time proportional to
+    their non-zeros.  NumPy and scipy.sparse blocks run numba kernels (per-sample SGD);
+    CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
+    step (default 256).
+
+    Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
+    ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
+    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class
+    for classifiers), drawn from ``random_state``; its score is computed in the next
+    epoch's pass, so it costs no extra pass over the data.
     """
 
     _losses = REGRESSION_LOSSES
@@ -428,7 +635,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
                  epsilon=DEFAULT_EPSILON, random_state=None, learning_rate="invscaling",
                  eta0=0.01, power_t=0.25, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, warm_start=False, average=False, cache="auto"):
+                 n_iter_no_change=5, warm_start=False, average=False, batch_size=None,
+                 cache="auto"):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -448,6 +656,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.average = average
+        self.batch_size = batch_size
         self.cache = cache
 
     def _resolve_classes(self, blocks, classes_arg, first):

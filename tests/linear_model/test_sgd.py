@@ -237,10 +237,60 @@ def test_wrong_feature_count_at_predict(binary):
         m.predict(X[:, :4])
 
 
-def test_not_implemented_options_say_so(binary):
-    for kw in ({"average": True}, {"early_stopping": True}):
-        with pytest.raises(NotImplementedError, match="not implemented yet"):
-            SGDClassifier(**kw).fit(*binary)
+def test_predict_proba_only_for_probabilistic_losses(binary):
     with pytest.raises(AttributeError, match="predict_proba"):
         SGDClassifier(loss="hinge").fit(*binary).predict_proba(binary[0])
     assert not hasattr(SGDClassifier(loss="hinge"), "predict_proba")
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"average": -1}, "average"),
+    ({"average": 1.5}, "average"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"early_stopping": "yes"}, "early_stopping"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_params_average_early_stopping(binary, params, match):
+    with pytest.raises(ValueError, match=match):
+        SGDClassifier(**params).fit(*binary)
+
+
+def test_early_stopping_with_too_few_rows_says_so():
+    X, y = make_classification(8, 3, n_informative=2, n_redundant=0, random_state=0)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        SGDClassifier(early_stopping=True, validation_fraction=0.05).fit(X, y)
+
+
+def test_xp_backend_with_batch_1_is_the_numba_fit(binary):
+    # The array-API kernel (what CuPy blocks run) with one row per step is the numba
+    # kernel's per-sample SGD, to rounding, through the whole estimator.
+    import dmlkit
+
+    X, y = binary
+    Xd, yd = da.from_array(X, chunks=1000), da.from_array(y, chunks=1000)
+    # (with L1 and averaging both, numba keeps scikit-learn's lazy average, into which
+    # later L1 truncations leak; the array-API kernel averages the truncated iterates)
+    for penalty, average in (("elasticnet", False), ("l2", 100)):
+        kw = dict(loss="log_loss", penalty=penalty, learning_rate="invscaling", eta0=0.05,
+                  tol=None, max_iter=3, batch_size=1, random_state=0, average=average)
+        ref = SGDClassifier(**kw).fit(Xd, yd)
+        with dmlkit.config_context(backend="xp"):
+            got = SGDClassifier(**kw).fit(Xd, yd)
+        np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+        assert got.t_ == ref.t_
+
+
+@pytest.mark.parametrize("Est, make", [
+    (SGDClassifier, lambda: make_classification(20_000, 10, random_state=0)),
+    (SGDRegressor, lambda: make_regression(20_000, 10, noise=5.0, random_state=0)),
+])
+def test_xp_backend_minibatches_score_like_sklearn(Est, make):
+    import dmlkit
+
+    X, y = make()
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0)
+    sk = (SkC if Est is SGDClassifier else SkR)(random_state=0).fit(Xtr, ytr)
+    with dmlkit.config_context(backend="xp"):
+        m = Est(random_state=0, batch_size=32).fit(da.from_array(Xtr, chunks=5000),
+                                                   da.from_array(ytr, chunks=5000))
+    assert m.score(Xte, yte) >= sk.score(Xte, yte) - 0.01
