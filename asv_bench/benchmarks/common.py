@@ -432,3 +432,469 @@ class ResourceMonitor:
         self.own_cpu = own / wall
         self.other_cpu = max(0.0, (busy1 - busy0) - own) / wall
         return False
+
+
+# ==================================================================================
+# SGD (linear models): data sets and the systems compared
+# ==================================================================================
+# Sizes, from environment variables as above:
+#   DMLKIT_BENCH_ROWS (2,000,000) training rows of the dense problem,
+#   DMLKIT_BENCH_SGD_FEATURES (50), DMLKIT_BENCH_SGD_TEST_ROWS (200,000),
+#   DMLKIT_BENCH_SGD_BLOCK_ROWS (250,000) rows per block of the dense dask array,
+#   DMLKIT_BENCH_EPOCHS (5) passes over the data,
+#   DMLKIT_BENCH_SGD_DOCS (200,000) training documents of the hashed-text problem,
+#   DMLKIT_BENCH_SGD_TEST_DOCS (50,000), DMLKIT_BENCH_SGD_DOC_BLOCK_ROWS (50,000).
+SGD_FEATURES = _env_int("DMLKIT_BENCH_SGD_FEATURES", 50)
+SGD_TEST_ROWS = _env_int("DMLKIT_BENCH_SGD_TEST_ROWS", 200_000)
+SGD_BLOCK_ROWS = _env_int("DMLKIT_BENCH_SGD_BLOCK_ROWS", 250_000)
+SGD_EPOCHS = _env_int("DMLKIT_BENCH_EPOCHS", 5)
+TEXT_DOCS = _env_int("DMLKIT_BENCH_SGD_DOCS", 200_000)
+TEXT_TEST_DOCS = _env_int("DMLKIT_BENCH_SGD_TEST_DOCS", 50_000)
+TEXT_BLOCK_ROWS = _env_int("DMLKIT_BENCH_SGD_DOC_BLOCK_ROWS", 50_000)
+TEXT_HASH_FEATURES = 2**18
+TEXT_VOCAB = 50_000
+TEXT_CHUNK_DOCS = 1 << 14
+# "Time to reach scikit-learn's test accuracy": a fit counts when its accuracy is at
+# least scikit-learn's minus this.
+ACCURACY_TOLERANCE = 0.005
+
+SGD_SYSTEMS = ("sklearn", "dmlkit-threads", "dmlkit-localcluster", "dask-ml-incremental",
+               "dask-ml-logreg")
+SGD_SPARSE_SYSTEMS = ("sklearn", "dmlkit-threads", "dmlkit-localcluster",
+                      "dask-ml-incremental")
+
+
+def _atomic_save(path, array):
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def classification_paths(n_rows=N_ROWS, n_features=SGD_FEATURES, n_test=SGD_TEST_ROWS,
+                         seed=SEED) -> dict:
+    """{"X_train", "y_train", "X_test", "y_test"}: the ``.npy`` files of the dense problem."""
+    stem = f"classification_{n_rows}+{n_test}x{n_features}_s{seed}_float64"
+    return {k: os.path.join(data_dir(), f"{stem}_{k}.npy")
+            for k in ("X_train", "y_train", "X_test", "y_test")}
+
+
+def make_classification_files(n_rows=N_ROWS, n_features=SGD_FEATURES, n_test=SGD_TEST_ROWS,
+                              seed=SEED) -> dict:
+    """The dense binary problem of ``asv_bench/compare_sgd.py``, written once; the paths.
+
+    scikit-learn's ``make_classification(n_rows + n_test, n_features, n_informative=30,
+    class_sep=0.8, random_state=seed)``, every column standardised over all the rows,
+    float64; the first ``n_rows`` rows train, the last ``n_test`` test.  (Fewer than 32
+    features: ``n_informative = n_features - 2``.)
+    """
+    paths = classification_paths(n_rows, n_features, n_test, seed)
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_rows + n_test, n_features,
+                               n_informative=min(30, max(2, n_features - 2)),
+                               class_sep=0.8, random_state=seed)
+    # (X - mean) / std in place: the same bits as compare_sgd.py's expression.
+    mean, std = X.mean(0), X.std(0)
+    X -= mean
+    X /= std
+    X = X.astype(np.float64, copy=False)
+    _atomic_save(paths["X_train"], X[:n_rows])
+    _atomic_save(paths["y_train"], y[:n_rows])
+    _atomic_save(paths["X_test"], X[n_rows:])
+    _atomic_save(paths["y_test"], y[n_rows:])
+    return paths
+
+
+def dask_rows(path, chunk_rows):
+    """A 1-d or 2-d ``.npy`` file as a dask array of ``chunk_rows``-row blocks whose tasks
+    read their own rows (with lineage)."""
+    import dask
+    import dask.array as da
+
+    mm = np.load(path, mmap_mode="r")
+    n, rest = mm.shape[0], mm.shape[1:]
+    read = dask.delayed(_read_rows, pure=True)
+    parts = [da.from_delayed(read(path, s, min(n, s + chunk_rows)),
+                             shape=(min(n, s + chunk_rows) - s,) + rest, dtype=mm.dtype,
+                             meta=np.empty((0,) + rest, mm.dtype))
+             for s in range(0, n, chunk_rows)]
+    return da.concatenate(parts, axis=0)
+
+
+# -- hashed text ---------------------------------------------------------------------
+def _text_model(seed, vocab=TEXT_VOCAB):
+    """Cumulative token distributions of the two classes.
+
+    Base frequencies follow Zipf-Mandelbrot (1 / (rank + 2.7)); 30% of the tokens lean
+    to one class or the other, by a log-odds ratio drawn from an exponential of mean 0.8.
+    A linear model on the hashed counts then reaches ~89% test accuracy (the Bayes
+    classifier ~97%), the same at 5,000 documents as at 200,000.
+    """
+    rng = np.random.default_rng([seed, vocab, 1])
+    base = 1.0 / (np.arange(1, vocab + 1) + 2.7)
+    lean = rng.choice([-1.0, 0.0, 1.0], size=vocab, p=[0.15, 0.7, 0.15])
+    log_ratio = lean * rng.exponential(0.8, size=vocab)
+    cdfs = []
+    for sign in (-0.5, 0.5):
+        p = base * np.exp(sign * log_ratio)
+        cdfs.append(np.cumsum(p / p.sum()))
+    return cdfs
+
+
+def make_text_documents(n_docs, seed=SEED, split=0, start=0):
+    """Documents ``start .. start + n_docs`` of a split (0: train, 1: test) of the synthetic
+    corpus, and their 0/1 labels: ~40 tokens ``w<id>`` each (20 + Poisson(20)).
+
+    Generated in chunks of ``TEXT_CHUNK_DOCS`` documents, chunk i from the seed
+    (seed, split, i) only: a smaller corpus is a prefix of a larger one.
+    """
+    if start % TEXT_CHUNK_DOCS:
+        raise ValueError(f"start must be a multiple of {TEXT_CHUNK_DOCS}")
+    cdfs = _text_model(seed)
+    words = [f"w{i}" for i in range(TEXT_VOCAB)]
+    docs, labels = [], []
+    stop = start + n_docs
+    for i in range(start // TEXT_CHUNK_DOCS, (stop + TEXT_CHUNK_DOCS - 1) // TEXT_CHUNK_DOCS):
+        # The whole chunk is drawn (its draws do not depend on how much of it is used).
+        rng = np.random.default_rng([seed, split, i])
+        m = min(TEXT_CHUNK_DOCS, stop - i * TEXT_CHUNK_DOCS)
+        y = rng.integers(2, size=TEXT_CHUNK_DOCS)
+        lengths = 20 + rng.poisson(20, size=TEXT_CHUNK_DOCS)
+        u = rng.random(int(lengths.sum()))
+        y, lengths = y[:m], lengths[:m]
+        u = u[:int(lengths.sum())]
+        tok = np.where(np.repeat(y, lengths) == 1,
+                       np.searchsorted(cdfs[1], u, side="right"),
+                       np.searchsorted(cdfs[0], u, side="right"))
+        tok = np.minimum(tok, TEXT_VOCAB - 1).tolist()
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        docs += [" ".join([words[t] for t in tok[a:b]])
+                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        labels.append(y)
+    return docs, np.concatenate(labels) if labels else np.empty(0, np.int64)
+
+
+def hash_documents(docs, n_features=TEXT_HASH_FEATURES):
+    """scikit-learn's ``HashingVectorizer(n_features, alternate_sign=False, norm='l2')``:
+    a float64 CSR matrix."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    hv = HashingVectorizer(n_features=n_features, alternate_sign=False, norm="l2")
+    return hv.transform(docs).tocsr()
+
+
+def text_path(n_docs=TEXT_DOCS, n_test=TEXT_TEST_DOCS, n_features=TEXT_HASH_FEATURES,
+              seed=SEED) -> str:
+    name = f"text_{n_docs}+{n_test}_v{TEXT_VOCAB}_h{n_features}_s{seed}_float64.npz"
+    return os.path.join(data_dir(), name)
+
+
+def make_text_file(n_docs=TEXT_DOCS, n_test=TEXT_TEST_DOCS, n_features=TEXT_HASH_FEATURES,
+                   seed=SEED) -> str:
+    """The hashed corpus (train and test CSR matrices and labels) in one ``.npz``,
+    generated once; the path.  Keys ``{split}_{data,indices,indptr,y}`` and
+    ``n_features``; read it with :func:`load_text`."""
+    import scipy.sparse as sp
+
+    path = text_path(n_docs, n_test, n_features, seed)
+    if os.path.exists(path):
+        return path
+    arrays = {"n_features": np.array(n_features)}
+    for split, name, n in ((0, "train", n_docs), (1, "test", n_test)):
+        parts, labels = [], []
+        for s in range(0, n, 4 * TEXT_CHUNK_DOCS):  # bounded memory for the strings
+            docs, y = make_text_documents(min(4 * TEXT_CHUNK_DOCS, n - s), seed, split, s)
+            parts.append(hash_documents(docs, n_features))
+            labels.append(y)
+        X = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, n_features))
+        X.sort_indices()
+        arrays.update({f"{name}_data": X.data, f"{name}_indices": X.indices,
+                       f"{name}_indptr": X.indptr,
+                       f"{name}_y": np.concatenate(labels) if labels else np.empty(0, int)})
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_text(path, split="train", start=0, stop=None):
+    """(CSR matrix, labels) of rows ``start:stop`` of a split of :func:`make_text_file`'s
+    file."""
+    import scipy.sparse as sp
+
+    with np.load(path) as f:
+        indptr = f[f"{split}_indptr"]
+        n, d = len(indptr) - 1, int(f["n_features"])
+        stop = n if stop is None else min(stop, n)
+        a, b = int(indptr[start]), int(indptr[stop])
+        data = np.array(f[f"{split}_data"][a:b])
+        indices = np.array(f[f"{split}_indices"][a:b])
+        y = np.array(f[f"{split}_y"][start:stop])
+    X = sp.csr_matrix((data, indices, indptr[start:stop + 1] - a), shape=(stop - start, d))
+    return X, y
+
+
+def _read_text_X(path, split, start, stop):
+    return load_text(path, split, start, stop)[0]
+
+
+def _read_text_y(path, split, start, stop):
+    return load_text(path, split, start, stop)[1]
+
+
+def dask_text(path, chunk_rows=TEXT_BLOCK_ROWS, split="train"):
+    """(X, y) of a split as dask arrays of ``chunk_rows``-row blocks, X's blocks scipy
+    CSR matrices (``meta`` an empty ``csr_matrix``), each task reading its own rows."""
+    import dask
+    import dask.array as da
+    import scipy.sparse as sp
+
+    with np.load(path) as f:
+        n = len(f[f"{split}_indptr"]) - 1
+        d = int(f["n_features"])
+        y_dtype = f[f"{split}_y"].dtype
+    read_X = dask.delayed(_read_text_X, pure=True)
+    read_y = dask.delayed(_read_text_y, pure=True)
+    Xs, ys = [], []
+    for s in range(0, n, chunk_rows):
+        e = min(n, s + chunk_rows)
+        Xs.append(da.from_delayed(read_X(path, split, s, e), shape=(e - s, d),
+                                  dtype=np.float64, meta=sp.csr_matrix((0, d))))
+        ys.append(da.from_delayed(read_y(path, split, s, e), shape=(e - s,), dtype=y_dtype,
+                                  meta=np.empty((0,), y_dtype)))
+    return da.concatenate(Xs, axis=0), da.concatenate(ys, axis=0)
+
+
+# -- the data behind one benchmark, dense or text -----------------------------------
+class DenseSGDData:
+    """The dense problem's files (:func:`make_classification_files`)."""
+
+    sparse = False
+
+    def __init__(self, paths, block_rows=SGD_BLOCK_ROWS):
+        self.paths = paths
+        self.block_rows = block_rows
+
+    def train(self):
+        return np.load(self.paths["X_train"]), np.load(self.paths["y_train"])
+
+    def test(self):
+        return np.load(self.paths["X_test"]), np.load(self.paths["y_test"])
+
+    def dask_train(self):
+        return (dask_rows(self.paths["X_train"], self.block_rows),
+                dask_rows(self.paths["y_train"], self.block_rows))
+
+    def head(self, n=4096):
+        X = np.array(np.load(self.paths["X_train"], mmap_mode="r")[:n])
+        return X, np.array(np.load(self.paths["y_train"], mmap_mode="r")[:n])
+
+
+class TextSGDData:
+    """The hashed-text problem's file (:func:`make_text_file`)."""
+
+    sparse = True
+
+    def __init__(self, path, block_rows=TEXT_BLOCK_ROWS):
+        self.path = path
+        self.block_rows = block_rows
+
+    def train(self):
+        return load_text(self.path, "train")
+
+    def test(self):
+        return load_text(self.path, "test")
+
+    def dask_train(self):
+        return dask_text(self.path, self.block_rows, "train")
+
+    def head(self, n=4096):
+        return load_text(self.path, "train", 0, n)
+
+
+def _small_dask(X, y, parts=2):
+    """An in-memory (X, y) as dask arrays of ``parts`` blocks (CSR blocks stay CSR)."""
+    import dask
+    import dask.array as da
+
+    n = X.shape[0]
+    step = max(1, -(-n // parts))
+    Xs, ys = [], []
+    for s in range(0, n, step):
+        xb, yb = X[s:s + step], y[s:s + step]
+        Xs.append(da.from_delayed(dask.delayed(xb), shape=xb.shape, dtype=xb.dtype,
+                                  meta=xb[:0]))
+        ys.append(da.from_array(yb, chunks=len(yb)))
+    return da.concatenate(Xs, axis=0), da.concatenate(ys, axis=0)
+
+
+def sgd_kwargs(epochs=SGD_EPOCHS):
+    return {"loss": "log_loss", "max_iter": epochs, "tol": None, "random_state": 0}
+
+
+def check_dmlkit_accepts(X, y):
+    """A one-epoch dmlkit fit of (X, y) (also a warm-up); ``NotImplementedError`` (asv's
+    skip) when dmlkit rejects sparse input with its TypeError."""
+    import dmlkit
+
+    try:
+        dmlkit.SGDClassifier(**sgd_kwargs(1)).fit(X, y)
+    except TypeError as e:
+        if "sparse" in str(e).lower():
+            raise NotImplementedError(f"dmlkit does not take sparse input yet ({e})") from e
+        raise
+
+
+def warm_sgd(sparse=False):
+    """A tiny dmlkit SGD fit on dask's synchronous scheduler: compiles or loads from
+    numba's cache the kernels a fit calls.  Run on every worker with ``client.run`` (a
+    worker has no default client, so dmlkit computes locally there)."""
+    import warnings
+
+    import dask
+
+    import dmlkit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2048, 4))
+    y = (X[:, 0] > 0).astype(np.int64)
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dmlkit.SGDClassifier(**sgd_kwargs(2)).fit(X, y)
+        if sparse:
+            import scipy.sparse as sp
+
+            with contextlib.suppress(TypeError):  # sparse not supported yet
+                dmlkit.SGDClassifier(**sgd_kwargs(2)).fit(sp.csr_matrix(X), y)
+    return True
+
+
+def sgd_fitter(system, epochs=SGD_EPOCHS, *, X=None, y=None, Xd=None, yd=None, cluster=None):
+    """A zero-argument callable running one fit of ``system`` (``epochs`` passes of
+    log-loss SGD, ``tol=None``; dask-ml's LogisticRegression to its own convergence); it
+    returns the fitted estimator.
+
+    ``X, y`` in memory (numpy or CSR) for scikit-learn and dmlkit-threads; ``Xd, yd`` dask
+    arrays persisted on ``cluster`` for the others.
+    """
+    import warnings
+
+    kw = sgd_kwargs(epochs)
+
+    def quiet(fn):
+        def fit():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn()
+        return fit
+
+    if system == "sklearn":
+        from sklearn.linear_model import SGDClassifier
+
+        return quiet(lambda: SGDClassifier(**kw).fit(X, y))
+    if system == "dmlkit-threads":
+        import dmlkit
+
+        return quiet(lambda: dmlkit.SGDClassifier(**kw).fit(X, y))
+    if system == "dmlkit-localcluster":
+        import dmlkit
+
+        def fit():
+            with cluster.as_current():
+                return dmlkit.SGDClassifier(**kw).fit(Xd, yd)
+        return quiet(fit)
+    if system == "dask-ml-incremental":
+        from dask_ml.wrappers import Incremental
+        from sklearn.linear_model import SGDClassifier
+
+        def fit():
+            # A RandomState (not a seed): another block order each epoch, the same orders
+            # each run.
+            inc = Incremental(SGDClassifier(loss="log_loss", random_state=0),
+                              random_state=np.random.RandomState(0))
+            with cluster.as_current():
+                for _ in range(epochs):
+                    inc.partial_fit(Xd, yd, classes=[0, 1])
+            return inc
+        return quiet(fit)
+    if system == "dask-ml-logreg":
+        from dask_ml.linear_model import LogisticRegression
+
+        def fit():
+            with cluster.as_current():
+                return LogisticRegression(max_iter=100).fit(Xd, yd)
+        return quiet(fit)
+    raise ValueError(f"unknown system {system!r}; known: {SGD_SYSTEMS}")
+
+
+def accuracy(model, X, y) -> float:
+    """Fraction of rows of (X, y) the model labels right (predicted on this process)."""
+    import dask
+
+    pred = model.predict(X)
+    if dask.is_dask_collection(pred):
+        pred = pred.compute(scheduler="threads")
+    return float(np.mean(np.asarray(pred).astype(y.dtype) == y))
+
+
+class SGDCase:
+    """Everything one system needs for a fit: data in the right form (``data`` a
+    :class:`DenseSGDData` or :class:`TextSGDData`), a ``LocalCluster(2 workers x 1
+    thread)`` when it uses one, with the training data persisted on it, warm JIT.
+
+    ``train`` reuses an in-memory (X, y) already loaded.
+    """
+
+    def __init__(self, system, data, epochs=SGD_EPOCHS, train=None):
+        self.system = system
+        self.data = data
+        self.cluster = None
+        self.X = self.y = self.Xd = self.yd = None
+        in_memory = system in ("sklearn", "dmlkit-threads")
+        try:
+            if system.startswith("dmlkit"):
+                # Fails fast (asv skips) while dmlkit rejects sparse input; warms the JIT.
+                Xs, ys = data.head()
+                check_dmlkit_accepts(*((Xs, ys) if in_memory else _small_dask(Xs, ys)))
+            if in_memory:
+                self.X, self.y = train if train is not None else data.train()
+            else:
+                self.cluster = DaskCluster()
+                Xd, yd = data.dask_train()
+                self.Xd, self.yd = self.cluster.persist(Xd), self.cluster.persist(yd)
+                if system.startswith("dmlkit"):
+                    self.cluster.client.run(warm_sgd, data.sparse)
+            self.fit = sgd_fitter(system, epochs, X=self.X, y=self.y, Xd=self.Xd, yd=self.yd,
+                                  cluster=self.cluster)
+            self._warm(epochs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _warm(self, epochs):
+        """One tiny fit the same way (imports, the client's first graphs)."""
+        Xs, ys = self.data.head(2048)
+        if self.system in ("sklearn", "dmlkit-threads"):
+            sgd_fitter(self.system, 1, X=Xs, y=ys)()
+        else:
+            Xd, yd = _small_dask(Xs, ys)
+            sgd_fitter(self.system, 1, Xd=Xd, yd=yd, cluster=self.cluster)()
+
+    def test_accuracy(self, model) -> float:
+        X, y = self.data.test()
+        return accuracy(model, X, y)
+
+    def close(self):
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
