@@ -1,6 +1,10 @@
 """SGD logistic regression: dmlkit against scikit-learn and dask-ml, in one run.
 
     .venv/bin/python asv_bench/compare_sgd.py --rows 2000000 --features 50 --epochs 5
+    .venv/bin/python asv_bench/compare_sgd.py --text --rows 200000 --block-rows 50000
+
+``--text``: the hashed bag-of-words corpus of the asv suite (2^18 features, CSR blocks;
+``benchmarks/common.py``), ``--rows`` documents; dask-ml's LogisticRegression is skipped.
 
 Binary classification, ``log_loss``, standardised features, ``epochs`` passes, the same
 train/test split for everyone.  Reports fit seconds, test accuracy and the time ratios
@@ -24,6 +28,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--block-rows", type=int, default=250_000)
     ap.add_argument("--skip", default="", help="comma-separated systems to skip")
+    ap.add_argument("--text", action="store_true", help="sparse hashed text instead")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
@@ -36,11 +41,23 @@ def main():
 
     import dmlkit
 
-    X, y = make_classification(args.rows + 200_000, args.features, n_informative=30,
-                               class_sep=0.8, random_state=0)
-    X = ((X - X.mean(0)) / X.std(0)).astype(np.float64)
-    Xtr, ytr, Xte, yte = X[:args.rows], y[:args.rows], X[args.rows:], y[args.rows:]
     skip = set(filter(None, args.skip.split(",")))
+    if args.text:
+        import os
+        import sys
+
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "benchmarks"))
+        import common
+
+        path = common.make_text_file(n_docs=args.rows, n_test=args.rows // 4)
+        Xtr, ytr = common.load_text(path, "train")
+        Xte, yte = common.load_text(path, "test")
+        skip.add("dask-ml LogisticRegression")
+    else:
+        X, y = make_classification(args.rows + 200_000, args.features, n_informative=30,
+                                   class_sep=0.8, random_state=0)
+        X = ((X - X.mean(0)) / X.std(0)).astype(np.float64)
+        Xtr, ytr, Xte, yte = X[:args.rows], y[:args.rows], X[args.rows:], y[args.rows:]
     kw = dict(loss="log_loss", max_iter=args.epochs, tol=None, random_state=0)
     rows = []
 
@@ -54,14 +71,19 @@ def main():
         rows.append((name, secs, acc))
         print(f"  {name:28s} {secs:8.2f}s  accuracy {acc:.4f}", flush=True)
 
-    print(f"{args.rows:,} x {args.features} float64, {args.epochs} epochs of log_loss SGD; "
-          f"dask blocks of {args.block_rows:,} rows; dask {dask.__version__}")
+    print(f"{Xtr.shape[0]:,} x {Xtr.shape[1]} {'CSR' if args.text else 'dense'} float64, "
+          f"{args.epochs} epochs of log_loss SGD; dask blocks of {args.block_rows:,} rows; "
+          f"dask {dask.__version__}")
     run("scikit-learn SGDClassifier", lambda: SkSGD(**kw).fit(Xtr, ytr))
     run("dmlkit threads", lambda: dmlkit.SGDClassifier(**kw).fit(Xtr, ytr))
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                       host="127.0.0.1") as cluster, Client(cluster) as client:
-        Xd = client.persist(da.from_array(Xtr, chunks=(args.block_rows, -1)))
-        yd = client.persist(da.from_array(ytr, chunks=args.block_rows))
+        if args.text:
+            Xd, yd = common.dask_text(path, args.block_rows)
+            Xd, yd = client.persist([Xd, yd])
+        else:
+            Xd = client.persist(da.from_array(Xtr, chunks=(args.block_rows, -1)))
+            yd = client.persist(da.from_array(ytr, chunks=args.block_rows))
         wait([Xd, yd])
         dmlkit.SGDClassifier(**{**kw, "max_iter": 1}).fit(Xd[:10_000], yd[:10_000])  # JIT
         run("dmlkit LocalCluster(2x1)", lambda: dmlkit.SGDClassifier(**kw).fit(Xd, yd))
