@@ -21,6 +21,7 @@ from dask.utils import parse_bytes
 from sklearn.utils.validation import validate_data
 
 from dmlkit._config import get_config
+from dmlkit._core.client import get_client_or_none, total_threads
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -84,8 +85,7 @@ def from_csr_views(X: sp.csr_matrix, block_size=None) -> da.Array:
     """
     n, d = X.shape
     per_row = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / max(1, n)
-    size = parse_bytes(block_size if block_size is not None else get_config("block-size"))
-    rows = max(1, int(size // max(1.0, per_row)))
+    rows = rows_per_block(n, per_row, block_size)
     chunks = da.core.normalize_chunks((rows, d), X.shape)
     name = f"dmlkit-input-{uuid.uuid4().hex}"
     bounds = np.concatenate([[0], np.cumsum(chunks[0])])
@@ -124,10 +124,18 @@ def is_dask_collection(obj) -> bool:
     return dask.is_dask_collection(obj)
 
 
-def rows_per_block(n_features: int, itemsize: int, block_size=None) -> int:
-    """Rows per block so that a block is about ``dmlkit.block-size`` bytes."""
+MIN_SPLIT_BYTES = 4 << 20  # in-memory data is split for threads only into blocks this big
+
+
+def rows_per_block(n_rows: int, row_bytes: float, block_size=None) -> int:
+    """Rows per block of in-memory data: blocks of about ``dmlkit.block-size`` bytes, and
+    at least one block per thread of the cluster (or process) when the data is big
+    enough (``MIN_SPLIT_BYTES`` a block), so that every thread has a block to work on."""
     size = parse_bytes(block_size if block_size is not None else get_config("block-size"))
-    return max(1, size // max(1, n_features * itemsize))
+    total = max(1.0, n_rows * row_bytes)
+    n_blocks = max(math.ceil(total / size),
+                   min(total_threads(get_client_or_none()), int(total // MIN_SPLIT_BYTES)))
+    return max(1, math.ceil(n_rows / max(1, n_blocks)))
 
 
 def _check_finite_block(block, what="X"):
@@ -305,7 +313,7 @@ def to_row_blocks(X, *, estimator=None, reset=True, sample_weight=None, y=None,
     else:
         Xn = validate_data(estimator, X, reset=reset, dtype=list(dtype)) \
             if estimator is not None else _check_array(X, dtype)
-        rows = rows_per_block(Xn.shape[1], Xn.dtype.itemsize, block_size)
+        rows = rows_per_block(Xn.shape[0], Xn.shape[1] * Xn.dtype.itemsize, block_size)
         X = from_numpy_views(Xn, rows)
         lazy = False
     w = check_sample_weight(sample_weight, X, X.dtype)
