@@ -75,6 +75,7 @@ def main():
           f"{args.epochs} epochs of log_loss SGD; dask blocks of {args.block_rows:,} rows; "
           f"dask {dask.__version__}")
     run("scikit-learn SGDClassifier", lambda: SkSGD(**kw).fit(Xtr, ytr))
+    dmlkit.SGDClassifier(**{**kw, "max_iter": 1}).fit(Xtr[:10_000], ytr[:10_000])  # JIT
     run("dmlkit threads", lambda: dmlkit.SGDClassifier(**kw).fit(Xtr, ytr))
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
                       host="127.0.0.1") as cluster, Client(cluster) as client:

@@ -121,6 +121,8 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     if run["shuffle"]:
         order = train[np.random.default_rng([int(seed), int(epoch), int(block)]).permutation(
             len(train))]
+    # q (the L1 penalty applied per feature) only exists with L1; it is not shipped else
+    q0 = state["q"] if state["q"] is not None else np.zeros_like(state["coef"])
     t, average = _step_units(params, run)
     if run["backend"] == "xp":
         K = get_kernels("linear_model", "xp")
@@ -130,12 +132,13 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
         K, extra = kernels, {}
         x = x if sp.issparse(x) else to_numpy(x)
     res = K.sgd_epoch_block(x, Y, sw, order.astype(np.int64), state["coef"], state["intercept"],
-                            state["u"], state["q"], pos_w, neg_w, params, n_threads=n_threads,
+                            state["u"], q0, pos_w, neg_w, params, n_threads=n_threads,
                             want_loss=params["want_loss"], avg_coef=state["avg_coef"],
                             avg_intercept=state["avg_intercept"], **extra)
     W, b, u, q, sumloss, aw, ab = (None if v is None else np.asarray(to_numpy(v)) for v in res)
     nt = float(len(order))
-    out.update(coef=W * nt, intercept=b * nt, u=u * nt, q=q * nt, n=nt, loss=sumloss)
+    out.update(coef=W * nt, intercept=b * nt, u=u * nt, n=nt, loss=sumloss,
+               q=q * nt if state["q"] is not None else None)
     if average > 0:
         # The block's running average covers k0 earlier steps and m of its own: its
         # share of the sum of all averaged iterates is aw (k0 + m) - avg0 k0 (see _mix).
@@ -162,7 +165,7 @@ def _combine_epochs(*parts):
     out = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in parts[0].items()}
     for part in parts[1:]:
         for k, v in part.items():
-            out[k] = out[k] + v
+            out[k] = None if v is None else out[k] + v
     return out
 
 
@@ -272,7 +275,8 @@ class _BaseSGD(BaseEstimator):
         total = r["n"]
         if total <= 0:
             raise ValueError("No training rows are left: validation_fraction leaves none.")
-        new = {k: r[k] / total for k in ("coef", "intercept", "u", "q")}
+        new = {k: None if r[k] is None else r[k] / total
+               for k in ("coef", "intercept", "u", "q")}
         t, average = _step_units(params, run)
         if average > 0:
             k0 = max(0.0, t - average)
@@ -315,7 +319,9 @@ class _BaseSGD(BaseEstimator):
         bar = driver.progress(n_epochs, type(self).__name__)
         try:
             while n_done < n_epochs:
-                task_state = dict(state, score_model=self._public_model(state, params["t"]))
+                # the model early stopping scores (only then: it can be as big as coef)
+                task_state = dict(state, score_model=self._public_model(state, params["t"])
+                                  if early else None)
                 shared = (classes, driver.shared(task_state, "model"), pos_w, neg_w,
                           dict(params), seed, self._epochs_seen + n_done, run)
                 r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
@@ -393,7 +399,8 @@ class _BaseSGD(BaseEstimator):
                 intercept = _check_init(intercept_init, (n_models,), "intercept_init")
             avg = self._average > 0
             state = {"coef": coef, "intercept": intercept, "u": np.zeros(n_models),
-                     "q": np.zeros((n_models, d)),
+                     "q": np.zeros((n_models, d)) if self.penalty in ("l1", "elasticnet")
+                     else None,
                      "avg_coef": np.zeros((n_models, d)) if avg else None,
                      "avg_intercept": np.zeros(n_models) if avg else None}
             self.t_ = 1.0
