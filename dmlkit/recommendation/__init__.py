@@ -1,0 +1,1 @@
+"""Recommendation: matrix factorisation by alternating least squares (ALS)."""

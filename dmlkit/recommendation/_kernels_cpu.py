@@ -1,0 +1,505 @@
+"""ALS block kernels in numba (NumPy blocks): solve the rows of one ratings block.
+
+Same public names and signatures as ``_kernels_xp``.  A block is a CSR matrix
+(``indptr``, ``indices``, ``data``) whose rows are the block's users (local row index)
+and whose column indices are global row ids of the other side's factor matrix ``Y``
+(n_other, k).  Every row u with ratings r_I on the items I is an independent k x k
+least-squares problem ``A x = b`` written with per-rating weights w_i (on the Gram
+term) and beta_i (on the right-hand side)::
+
+    A = base + sum_i w_i y_i y_i^T + lam I,     b = sum_i beta_i y_i
+
+* explicit (ALS-WR, Spark MLlib): base = 0, w = 1, beta = r, lam = reg * n_u;
+* implicit (Hu, Koren and Volinsky; the ``implicit`` library): base = Y^T Y,
+  confidence c = 1 + alpha * r, w = c - 1, beta = c (preference 1 on stored entries,
+  which should be positive), lam = reg.
+
+Solvers, per row, all accumulating in float64 (Y read in its own dtype):
+
+* ``"cholesky"``: A is formed (eight ratings per pass over it) and factorised
+  A = U^T U by hand (blocked by four rows); a pivot below 1e-13 * max(diag A) is raised
+  to that floor, so a singular system (reg = 0 with fewer ratings than factors) gives a
+  finite answer rather than an error.
+* ``"cg"``: ``cg_steps`` conjugate-gradient steps warm-started from ``X0[u]`` (zeros
+  without X0), as ``implicit``'s ``least_squares_cg``: A is never formed, A v = base v
+  + sum_i w_i (y_i . v) y_i + lam v; it stops early once the squared residual norm is
+  below 1e-20.
+* ``nonnegative=True`` (any solver): min 1/2 x^T A x - b^T x subject to x >= 0 on the
+  same (A, b), by projected coordinate descent (at most ``NNLS_SWEEPS`` cyclic sweeps
+  over the k coordinates, starting from max(X0[u], 0) or 0, stopping once a sweep moves
+  no coordinate by more than 1e-13 * max|x|), then a polish: the system restricted to
+  the coordinates left positive is solved exactly and kept when it is feasible (it
+  then is at least as good, being the minimiser over that face).  Spark MLlib uses an
+  NNLS solver on the same normal equations.
+
+Rows without ratings get x = 0 (the solution of (base + lam I) x = 0) whatever the
+solver.  Rows are solved in a fixed number of chunks of about equal work (a function
+of the block only) with work buffers allocated once per chunk; each row's arithmetic
+never depends on the chunking or on the thread count, so the serial and the parallel
+build give the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from dmlkit._core.numba_utils import block_kernel, n_chunks_for
+from dmlkit.recommendation._kernels_xp import check_params
+
+NNLS_SWEEPS = 50
+CG_EPS = 1e-20  # squared residual norm that ends CG early (as ``implicit``)
+PIVOT_FLOOR = 1e-13
+MIN_CHUNK_ROWS = 256  # each row is a k x k solve: far heavier than a k-means row
+
+_SOLVERS = {"cholesky": 0, "cg": 1}
+
+
+@numba.njit(nogil=True, cache=True)
+def _dot(u, v):
+    # u . v with four partial sums in a fixed order (same bits everywhere)
+    k = u.shape[0]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    f = 0
+    while f + 4 <= k:
+        s0 += u[f] * v[f]
+        s1 += u[f + 1] * v[f + 1]
+        s2 += u[f + 2] * v[f + 2]
+        s3 += u[f + 3] * v[f + 3]
+        f += 4
+    while f < k:
+        s0 += u[f] * v[f]
+        f += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _weights(r, implicit, alpha):
+    # (w, beta) of one rating: A += w y y^T, b += beta y
+    if implicit:
+        w = alpha * r
+        return w, 1.0 + w
+    return 1.0, r
+
+
+@numba.njit(nogil=True, cache=True)
+def _load(Y, i, dst):
+    for a in range(dst.shape[0]):
+        dst[a] = Y[i, a]
+
+
+@numba.njit(nogil=True, cache=True)
+def _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam):
+    # OUT A (k, k) = base + sum w y y^T + lam I; bv (k,) = sum beta y.  Eight ratings
+    # per pass over A (one load and store of A per eight rank-one terms), then four,
+    # then one, always in this order.  The whole square is updated: full rows vectorise
+    # better than the triangle (2x faster at k = 64 despite twice the flops).
+    k = bv.shape[0]
+    for a in range(k):
+        bv[a] = 0.0
+        for b in range(k):
+            A[a, b] = YtY[a, b] if implicit else 0.0
+    p = p0
+    while p + 8 <= p1:
+        for q in range(8):
+            _load(Y, indices[p + q], Yq[q])
+        w0, c0 = _weights(data[p], implicit, alpha)
+        w1, c1 = _weights(data[p + 1], implicit, alpha)
+        w2, c2 = _weights(data[p + 2], implicit, alpha)
+        w3, c3 = _weights(data[p + 3], implicit, alpha)
+        w4, c4 = _weights(data[p + 4], implicit, alpha)
+        w5, c5 = _weights(data[p + 5], implicit, alpha)
+        w6, c6 = _weights(data[p + 6], implicit, alpha)
+        w7, c7 = _weights(data[p + 7], implicit, alpha)
+        y0 = Yq[0]
+        y1 = Yq[1]
+        y2 = Yq[2]
+        y3 = Yq[3]
+        y4 = Yq[4]
+        y5 = Yq[5]
+        y6 = Yq[6]
+        y7 = Yq[7]
+        for a in range(k):
+            bv[a] += (((c0 * y0[a] + c1 * y1[a]) + (c2 * y2[a] + c3 * y3[a]))
+                      + ((c4 * y4[a] + c5 * y5[a]) + (c6 * y6[a] + c7 * y7[a])))
+            u0 = w0 * y0[a]
+            u1 = w1 * y1[a]
+            u2 = w2 * y2[a]
+            u3 = w3 * y3[a]
+            u4 = w4 * y4[a]
+            u5 = w5 * y5[a]
+            u6 = w6 * y6[a]
+            u7 = w7 * y7[a]
+            row = A[a]
+            for b in range(k):
+                row[b] += (((u0 * y0[b] + u1 * y1[b]) + (u2 * y2[b] + u3 * y3[b]))
+                           + ((u4 * y4[b] + u5 * y5[b]) + (u6 * y6[b] + u7 * y7[b])))
+        p += 8
+    if p + 4 <= p1:
+        for q in range(4):
+            _load(Y, indices[p + q], Yq[q])
+        w0, c0 = _weights(data[p], implicit, alpha)
+        w1, c1 = _weights(data[p + 1], implicit, alpha)
+        w2, c2 = _weights(data[p + 2], implicit, alpha)
+        w3, c3 = _weights(data[p + 3], implicit, alpha)
+        y0 = Yq[0]
+        y1 = Yq[1]
+        y2 = Yq[2]
+        y3 = Yq[3]
+        for a in range(k):
+            bv[a] += (c0 * y0[a] + c1 * y1[a]) + (c2 * y2[a] + c3 * y3[a])
+            u0 = w0 * y0[a]
+            u1 = w1 * y1[a]
+            u2 = w2 * y2[a]
+            u3 = w3 * y3[a]
+            row = A[a]
+            for b in range(k):
+                row[b] += (u0 * y0[b] + u1 * y1[b]) + (u2 * y2[b] + u3 * y3[b])
+        p += 4
+    while p < p1:
+        y0 = Yq[0]
+        _load(Y, indices[p], y0)
+        w0, c0 = _weights(data[p], implicit, alpha)
+        for a in range(k):
+            bv[a] += c0 * y0[a]
+            u0 = w0 * y0[a]
+            row = A[a]
+            for b in range(k):
+                row[b] += u0 * y0[b]
+        p += 1
+    for a in range(k):
+        A[a, a] += lam
+
+
+@numba.njit(nogil=True, cache=True)
+def _chol_solve(A, bv, x):
+    # Solve A x = bv with A's upper triangle (overwritten by U, A = U^T U; bv by the
+    # forward solve).  Pivots below PIVOT_FLOOR * max(diag) are raised to that floor.
+    # Blocked by four rows of U so the trailing update reads and writes each entry
+    # once per four rank-one terms (1.7x faster than unblocked at k = 64; 9 us).
+    k = bv.shape[0]
+    dmax = 0.0
+    for j in range(k):
+        if A[j, j] > dmax:
+            dmax = A[j, j]
+    floor = max(dmax * PIVOT_FLOOR, 1e-300)
+    for j0 in range(0, k, 4):  # right-looking, panels of four rows of U
+        j1 = min(k, j0 + 4)
+        for j in range(j0, j1):
+            d = A[j, j]
+            if not d >= floor:
+                d = floor
+            d = math.sqrt(d)
+            A[j, j] = d
+            inv = 1.0 / d
+            for m in range(j + 1, k):
+                A[j, m] *= inv
+            for i in range(j + 1, j1):
+                uji = A[j, i]
+                for m in range(i, k):
+                    A[i, m] -= uji * A[j, m]
+        if j1 - j0 == 4:  # rank-four update of the trailing rows: one pass over them
+            r0 = A[j0]
+            r1 = A[j0 + 1]
+            r2 = A[j0 + 2]
+            r3 = A[j0 + 3]
+            for i in range(j1, k):
+                u0 = r0[i]
+                u1 = r1[i]
+                u2 = r2[i]
+                u3 = r3[i]
+                ri = A[i]
+                for m in range(i, k):
+                    ri[m] -= (u0 * r0[m] + u1 * r1[m]) + (u2 * r2[m] + u3 * r3[m])
+        else:
+            for j in range(j0, j1):
+                for i in range(j1, k):
+                    uji = A[j, i]
+                    for m in range(i, k):
+                        A[i, m] -= uji * A[j, m]
+    for j in range(k):  # U^T z = b, column by column
+        z = bv[j] / A[j, j]
+        bv[j] = z
+        for m in range(j + 1, k):
+            bv[m] -= A[j, m] * z
+    for j in range(k - 1, -1, -1):  # U x = z
+        x[j] = (bv[j] - _dot(A[j, j + 1:], x[j + 1:])) / A[j, j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _matvec(out, v, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv):
+    # out = A v without forming A: base v + sum w (y . v) y + lam v
+    k = v.shape[0]
+    for a in range(k):
+        out[a] = lam * v[a]
+    if implicit:
+        for b in range(k):  # YtY symmetric: row b is column b
+            vb = v[b]
+            for a in range(k):
+                out[a] += YtY[b, a] * vb
+    for p in range(p0, p1):
+        _load(Y, indices[p], yv)
+        w, _ = _weights(data[p], implicit, alpha)
+        s = w * _dot(yv, v)
+        for a in range(k):
+            out[a] += s * yv[a]
+
+
+@numba.njit(nogil=True, cache=True)
+def _cg(x, r, pv, Ap, yv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, steps):
+    # ``steps`` CG steps on A x = b from x (in place), as implicit's least_squares_cg
+    k = x.shape[0]
+    _matvec(r, x, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv)
+    for a in range(k):
+        r[a] = -r[a]
+    for p in range(p0, p1):  # r = b - A x
+        _load(Y, indices[p], yv)
+        _, beta = _weights(data[p], implicit, alpha)
+        for a in range(k):
+            r[a] += beta * yv[a]
+    for a in range(k):
+        pv[a] = r[a]
+    rsold = _dot(r, r)
+    if rsold < CG_EPS:
+        return
+    for _ in range(steps):
+        _matvec(Ap, pv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv)
+        pap = _dot(pv, Ap)
+        if not pap > 0.0:
+            return
+        step = rsold / pap
+        for a in range(k):
+            x[a] += step * pv[a]
+            r[a] -= step * Ap[a]
+        rsnew = _dot(r, r)
+        if rsnew < CG_EPS:
+            return
+        ratio = rsnew / rsold
+        for a in range(k):
+            pv[a] = r[a] + ratio * pv[a]
+        rsold = rsnew
+
+
+@numba.njit(nogil=True, cache=True)
+def _nnls(A, bv, x, g, M, c, xs, sweeps):
+    # min 1/2 x^T A x - b^T x, x >= 0: projected coordinate descent from x (in place),
+    # then an exact solve on the positive coordinates, kept if feasible.  A (k, k)
+    # symmetric, both triangles filled; M (k, k), c, xs (k,) work buffers.
+    k = bv.shape[0]
+    for a in range(k):  # g = A x - b
+        g[a] = _dot(A[a], x) - bv[a]
+    for _ in range(sweeps):
+        dmax = 0.0
+        xmax = 0.0
+        for j in range(k):
+            ajj = A[j, j]
+            nx = 0.0
+            if ajj > 0.0:
+                nx = x[j] - g[j] / ajj
+                if not nx > 0.0:
+                    nx = 0.0
+            d = nx - x[j]
+            if d != 0.0:
+                x[j] = nx
+                for m in range(k):
+                    g[m] += d * A[j, m]
+            dmax = max(dmax, abs(d))
+            xmax = max(xmax, nx)
+        if dmax <= 1e-13 * xmax:
+            break
+    # polish: A_FF x_F = b_F on F = {x > 0}, identity elsewhere
+    for a in range(k):
+        fa = x[a] > 0.0
+        c[a] = bv[a] if fa else 0.0
+        for b in range(k):
+            if fa and x[b] > 0.0:
+                M[a, b] = A[a, b]
+            else:
+                M[a, b] = 1.0 if a == b else 0.0
+    _chol_solve(M, c, xs)
+    for a in range(k):
+        if x[a] > 0.0 and not xs[a] >= 0.0:
+            return
+    for a in range(k):
+        x[a] = xs[a] if x[a] > 0.0 else 0.0
+
+
+@block_kernel
+def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, solver,
+              cg_steps, nonneg, sweeps):
+    # IN  indptr (n+1,) int64; indices (nnz,) int64 rows of Y; data (nnz,) float64;
+    #     Y (n_other, k) float32/64; YtY (k, k) float64 (read when implicit); X0 (n, k)
+    #     float64 start or (0, k); bounds (n_chunks + 1,) chunk row boundaries;
+    #     solver 0 = Cholesky, 1 = CG
+    # OUT X (n, k) in Y's dtype
+    n = indptr.shape[0] - 1
+    k = Y.shape[1]
+    n_chunks = bounds.shape[0] - 1
+    has_x0 = X0.shape[0] > 0
+    X = np.empty((n, k), dtype=Y.dtype)
+    for ch in prange(n_chunks):
+        A = np.empty((k, k))
+        M = np.empty((k, k))
+        Yq = np.empty((8, k))
+        bv = np.empty(k)
+        x = np.empty(k)
+        r = np.empty(k)
+        pv = np.empty(k)
+        Ap = np.empty(k)
+        xs = np.empty(k)
+        for u in range(bounds[ch], bounds[ch + 1]):
+            p0 = indptr[u]
+            p1 = indptr[u + 1]
+            if p1 <= p0:
+                for a in range(k):
+                    X[u, a] = 0.0
+                continue
+            lam = reg if implicit else reg * (p1 - p0)
+            for a in range(k):
+                x[a] = X0[u, a] if has_x0 else 0.0
+            if nonneg:
+                _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam)
+                for a in range(k):
+                    if not x[a] > 0.0:
+                        x[a] = 0.0
+                _nnls(A, bv, x, r, M, pv, xs, sweeps)
+            elif solver == 0:
+                _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam)
+                _chol_solve(A, bv, x)
+            else:
+                _cg(x, r, pv, Ap, bv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam,
+                    cg_steps)
+            for a in range(k):
+                X[u, a] = x[a]
+    return X
+
+
+@block_kernel
+def _gram(Y, n_chunks):
+    # IN Y (n, k)   OUT Y^T Y (k, k) float64: per-chunk sums combined in chunk order
+    n, k = Y.shape
+    chunk = (n + n_chunks - 1) // n_chunks
+    parts = np.zeros((n_chunks, k, k))
+    for ch in prange(n_chunks):
+        G = parts[ch]
+        Yq = np.empty((4, k))
+        i = ch * chunk
+        stop = min(n, i + chunk)
+        while i + 4 <= stop:
+            for q in range(4):
+                _load(Y, i + q, Yq[q])
+            for a in range(k):
+                u0 = Yq[0, a]
+                u1 = Yq[1, a]
+                u2 = Yq[2, a]
+                u3 = Yq[3, a]
+                for b in range(a, k):
+                    G[a, b] += (u0 * Yq[0, b] + u1 * Yq[1, b]) + (u2 * Yq[2, b] + u3 * Yq[3, b])
+            i += 4
+        while i < stop:
+            _load(Y, i, Yq[0])
+            for a in range(k):
+                u0 = Yq[0, a]
+                for b in range(a, k):
+                    G[a, b] += u0 * Yq[0, b]
+            i += 1
+    out = np.zeros((k, k))
+    for ch in range(n_chunks):
+        out += parts[ch]
+    for a in range(k):
+        for b in range(a + 1, k):
+            out[b, a] = out[a, b]
+    return out
+
+
+def _threads(n_threads, n_chunks):
+    return max(1, min(int(n_threads), n_chunks))
+
+
+def _as_factors(Y):
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"Y must be a 2-d factor matrix (n_other, k), got ndim={Y.ndim}")
+    if Y.dtype not in (np.float32, np.float64):
+        Y = Y.astype(np.float64)
+    return Y if Y.flags.c_contiguous else np.ascontiguousarray(Y)
+
+
+def _cost_bounds(indptr, k, n_chunks):
+    # Chunk boundaries with about equal work (ratings plus a per-row solve), a function
+    # of the block only.  Results never depend on them: rows are independent.
+    n = indptr.shape[0] - 1
+    if n_chunks <= 1 or n == 0:
+        return np.array([0, n], dtype=np.int64)
+    cost = np.cumsum(np.diff(indptr) + max(1, k // 3), dtype=np.float64)
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, n_chunks) / n_chunks, side="left")
+    return np.concatenate([[0], cuts + 1, [n]]).clip(0, n).astype(np.int64)
+
+
+def gram(Y, n_threads=1):
+    """Y^T Y as a (k, k) float64 array (the implicit-feedback base term)."""
+    Y = _as_factors(Y)
+    k = Y.shape[1]
+    nc = n_chunks_for(Y.shape[0], 8 * k * k)
+    return _gram(Y, nc, n_threads=_threads(n_threads, nc))
+
+
+def als_solve_rows_block(indptr, indices, data, Y, *, reg, implicit=False, alpha=1.0,
+                         YtY=None, cg_steps=3, X0=None, nonnegative=False, solver="auto",
+                         n_threads=1):
+    """Solve every row of one CSR ratings block against the other side's factors Y.
+
+    ``indptr`` (n_rows + 1,), ``indices`` (nnz,) global row ids of ``Y`` (n_other, k),
+    ``data`` (nnz,) ratings.  Returns X (n_rows, k) in Y's dtype (float32 or float64;
+    other dtypes give float64), accumulated in float64.  See the module docstring for
+    the problems solved; ``YtY`` (k, k) is Y^T Y for implicit feedback (computed when
+    None), ``X0`` (n_rows, k) the warm start of CG and of the nonnegative solver,
+    ``solver`` is "auto" (CG for implicit, Cholesky for explicit), "cg" or "cholesky".
+    """
+    Y = _as_factors(Y)
+    k = Y.shape[1]
+    solver = check_params(reg, alpha, solver, cg_steps, implicit)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    data = np.ascontiguousarray(data, dtype=np.float64)
+    n = indptr.shape[0] - 1
+    _check_csr(indptr, indices, data, Y.shape[0])
+    if X0 is None:
+        X0 = np.zeros((0, k))
+    else:
+        X0 = np.ascontiguousarray(X0, dtype=np.float64)
+        if X0.shape != (n, k):
+            raise ValueError(f"X0 must have shape {(n, k)}, got {X0.shape}")
+    if implicit:
+        YtY = gram(Y, n_threads=n_threads) if YtY is None else np.ascontiguousarray(
+            YtY, dtype=np.float64)
+        if YtY.shape != (k, k):
+            raise ValueError(f"YtY must have shape {(k, k)}, got {YtY.shape}")
+    else:
+        YtY = np.zeros((k, k))
+    nc = n_chunks_for(n, 8 * k * (2 * k + 10), min_rows=MIN_CHUNK_ROWS)
+    bounds = _cost_bounds(indptr, k, nc)
+    return _als_rows(indptr, indices, data, Y, YtY, X0, bounds, float(reg), bool(implicit),
+                     float(alpha), _SOLVERS[solver], int(cg_steps), bool(nonnegative),
+                     NNLS_SWEEPS, n_threads=_threads(n_threads, nc))
+
+
+def _check_csr(indptr, indices, data, n_other):
+    if indptr.ndim != 1 or indptr.shape[0] < 1:
+        raise ValueError("indptr must be a 1-d array of n_rows + 1 offsets")
+    if indices.shape != data.shape or indices.ndim != 1:
+        raise ValueError(f"indices and data must be 1-d of the same length, got "
+                         f"{indices.shape} and {data.shape}")
+    if indptr[0] < 0 or indptr[-1] > indices.shape[0] or np.any(np.diff(indptr) < 0):
+        raise ValueError("indptr must be non-decreasing offsets into indices/data")
+    if indices.shape[0]:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n_other:
+            raise ValueError(f"indices must be row ids of Y in [0, {n_other}), got "
+                             f"values in [{lo}, {hi}]")
