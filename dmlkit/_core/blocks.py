@@ -115,9 +115,13 @@ def estimate_nbytes(X: da.Array) -> float:
     """
     if not is_sparse_blocks(X):
         return float(X.nbytes)
-    first = X.blocks[0].compute()
-    stored = first.data.nbytes + first.indices.nbytes + first.indptr.nbytes
-    return stored * X.shape[0] / max(1, first.shape[0])
+    # only the block's byte count comes back, not the block
+    stored = dask.delayed(_stored_bytes)(X.to_delayed().ravel()[0]).compute()
+    return stored * X.shape[0] / max(1, X.chunks[0][0])
+
+
+def _stored_bytes(block) -> int:
+    return int(block.data.nbytes + block.indices.nbytes + block.indptr.nbytes)
 
 
 def is_dask_collection(obj) -> bool:

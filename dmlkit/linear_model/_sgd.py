@@ -88,12 +88,8 @@ def _decision_values(x, coef, intercept):
 
 def _validation_stats(x, Y, sw, rows, model, regression):
     """Weighted sums that give the validation score of ``model`` over ``rows``."""
-    if regression:
-        out = np.zeros(4)
-    else:
-        out = np.zeros(2)
     if len(rows) == 0:
-        return out
+        return np.zeros(4 if regression else 2)
     d = _decision_values(x[rows], *model)
     y, w = Y[rows], sw[rows]
     if regression:
@@ -227,9 +223,8 @@ class _BaseSGD(BaseEstimator):
             raise ValueError("alpha must be > 0 since learning_rate is 'optimal': alpha is "
                              "used to compute the optimal learning rate.")
         avg = self.average
-        if isinstance(avg, bool) or avg is None:
-            pass
-        elif not isinstance(avg, numbers.Integral) or avg < 0:
+        if avg is not None and not isinstance(avg, bool) and (
+                not isinstance(avg, numbers.Integral) or avg < 0):
             raise ValueError(f"average must be a bool or an int >= 0, got {avg!r}.")
         if not isinstance(self.early_stopping, (bool, np.bool_)):
             raise ValueError(f"early_stopping must be a bool, got {self.early_stopping!r}.")
@@ -294,7 +289,8 @@ class _BaseSGD(BaseEstimator):
             return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
         return stats[0] / stats[1] if stats[1] > 0 else 0.0
 
-    def _run_epochs(self, driver, classes, state, pos_w, neg_w, n_epochs, seed, fitting):
+    def _run_epochs(self, driver, backend, classes, state, pos_w, neg_w, n_epochs, seed,
+                    fitting):
         """Run up to ``n_epochs`` epochs; returns (state, epochs kept).
 
         Early stopping is fused into the passes: epoch e's tasks also score the model
@@ -310,7 +306,7 @@ class _BaseSGD(BaseEstimator):
         tol_rule = bool(fitting and self.tol is not None and not early)
         params["want_loss"] = tol_rule or bool(self.verbose)
         run = {"validation_fraction": float(self.validation_fraction) if early else 0.0,
-               "shuffle": bool(self.shuffle), "backend": backend_of(driver.blocks.X._meta),
+               "shuffle": bool(self.shuffle), "backend": backend,
                "batch_size": int(self.batch_size or XP_BATCH_SIZE)}
         tol = -np.inf if self.tol is None else float(self.tol)
         best = -np.inf if early else np.inf
@@ -379,7 +375,7 @@ class _BaseSGD(BaseEstimator):
             self._check_params()
         blocks = to_row_blocks(X, estimator=self, reset=first, sample_weight=sample_weight,
                                y=y, finite_check="caller", accept_sparse=True)
-        backend_of(blocks.X._meta)  # a backend that cannot take these blocks says so now
+        backend = backend_of(blocks.X._meta)  # one that cannot take these blocks says so now
         classes = self._resolve_classes(blocks, classes_arg, first)
         n_models = 1 if classes is None or len(classes) == 2 else len(classes)
         d = blocks.n_features
@@ -417,8 +413,8 @@ class _BaseSGD(BaseEstimator):
         driver = Driver("sgd", blocks, cache=self.cache if not incremental else False,
                         verbose=self.verbose)
         n_epochs = 1 if incremental else self.max_iter
-        state, n_done = self._run_epochs(driver, classes, state, pos_w, neg_w, n_epochs,
-                                         self._seed, fitting=not incremental)
+        state, n_done = self._run_epochs(driver, backend, classes, state, pos_w, neg_w,
+                                         n_epochs, self._seed, fitting=not incremental)
         self._sgd_state = state
         if not incremental and n_done == self.max_iter and self.tol is not None \
                 and self.max_iter > 1:
