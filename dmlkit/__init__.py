@@ -3,7 +3,8 @@
 from dmlkit._config import config_context, get_config
 from dmlkit.cluster import KMeans
 from dmlkit.linear_model import SGDClassifier, SGDRegressor
+from dmlkit.recommendation import ALS
 
 __version__ = "0.1.0.dev0"
-__all__ = ["KMeans", "SGDClassifier", "SGDRegressor", "config_context", "get_config",
+__all__ = ["ALS", "KMeans", "SGDClassifier", "SGDRegressor", "config_context", "get_config",
            "__version__"]

@@ -14,7 +14,8 @@ import scipy.sparse as sp
 
 from dmlkit._config import get_config
 
-_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster", "linear_model": "dmlkit.linear_model"}
+_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster", "linear_model": "dmlkit.linear_model",
+                    "recommendation": "dmlkit.recommendation"}
 
 
 def backend_of(meta) -> str:

@@ -37,19 +37,27 @@ class Driver:
     ----------
     family : str
         Task-key prefix (``dmlkit-<family>-<step>``), shown on the dashboard.
-    blocks : RowBlocks
-        The normalised input.
+    blocks : RowBlocks or None
+        The normalised input.  None for a fit whose data is laid out otherwise (ALS's
+        user and item blocks): the driver then runs and persists the graphs it is given.
     cache : 'auto', True or False
         Persist the blocks (keeping lineage) or stream them from their source each pass.
     """
 
-    def __init__(self, family: str, blocks: RowBlocks, *, cache="auto", verbose=0):
+    def __init__(self, family: str, blocks: RowBlocks | None = None, *, cache="auto",
+                 verbose=0):
         check_cache_param(cache)
         self.family = family
         self.client = get_client_or_none()
         self.retries = int(get_config("retries"))
         self.verbose = verbose
         self.blocks = blocks
+        self._token = uuid.uuid4().hex[:8]
+        self._pass = 0
+        self.threads_per_task = 1
+        if blocks is None:
+            self.cached = cache is not False
+            return
         self.cached = self._should_cache(cache)
         X, w, y = blocks.X, blocks.sample_weight, blocks.y
         if self.cached:
@@ -70,8 +78,6 @@ class Driver:
         n_blocks = len(self.x_parts)
         # Threads each block task may use inside its kernel (numba prange).
         self.threads_per_task = max(1, total_threads(self.client) // max(1, n_blocks))
-        self._token = uuid.uuid4().hex[:8]
-        self._pass = 0
 
     # -- caching -------------------------------------------------------------------
     def _should_cache(self, cache) -> bool:
@@ -83,8 +89,15 @@ class Driver:
         for extra in (self.blocks.sample_weight, self.blocks.y):
             if extra is not None:
                 nbytes += extra.nbytes
-        budget = float(get_config("cache-fraction")) * total_memory(self.client)
-        return nbytes <= budget
+        return self.fits_in_memory(nbytes)
+
+    def fits_in_memory(self, nbytes) -> bool:
+        """Whether ``nbytes`` of persisted data stays under ``cache-fraction`` of the
+        cluster's (or this machine's) memory: what ``cache='auto'`` decides on."""
+        return nbytes <= float(get_config("cache-fraction")) * total_memory(self.client)
+
+    def total_threads(self) -> int:
+        return total_threads(self.client)
 
     def _persist(self, *arrays):
         """Persist the non-None arrays together; returns them in the same positions."""

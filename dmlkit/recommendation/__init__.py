@@ -1,1 +1,5 @@
-"""Recommendation: matrix factorisation by alternating least squares (ALS)."""
+"""Recommendation: ALS matrix factorisation (explicit ALS-WR and implicit HKV)."""
+
+from dmlkit.recommendation._als import ALS
+
+__all__ = ["ALS"]

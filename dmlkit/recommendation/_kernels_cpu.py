@@ -503,3 +503,55 @@ def _check_csr(indptr, indices, data, n_other):
         if lo < 0 or hi >= n_other:
             raise ValueError(f"indices must be row ids of Y in [0, {n_other}), got "
                              f"values in [{lo}, {hi}]")
+
+
+@block_kernel
+def _loss_rows(indptr, indices, data, X, Y, implicit, alpha, bounds):
+    # IN  CSR block; X (n, k) the block's rows' factors; Y (n_other, k)
+    # OUT sum over stored entries of (r - x.y)^2 (explicit) or c (1 - x.y)^2 - (x.y)^2
+    #     (implicit, c = 1 + alpha r); per-chunk float64 sums added in chunk order
+    k = Y.shape[1]
+    n_chunks = bounds.shape[0] - 1
+    parts = np.zeros(n_chunks)
+    for ch in prange(n_chunks):
+        s = 0.0
+        for u in range(bounds[ch], bounds[ch + 1]):
+            for p in range(indptr[u], indptr[u + 1]):
+                j = indices[p]
+                pred = 0.0
+                for a in range(k):
+                    pred += np.float64(X[u, a]) * np.float64(Y[j, a])
+                if implicit:
+                    e = 1.0 - pred
+                    s += (1.0 + alpha * data[p]) * e * e - pred * pred
+                else:
+                    e = data[p] - pred
+                    s += e * e
+        parts[ch] = s
+    total = 0.0
+    for ch in range(n_chunks):
+        total += parts[ch]
+    return total
+
+
+def als_loss_block(indptr, indices, data, X, Y, *, implicit=False, alpha=1.0, n_threads=1):
+    """The stored entries' part of the ALS objective for one CSR block (a float).
+
+    Explicit: sum of (r - x_u . y_i)^2.  Implicit: sum of c (1 - p)^2 - p^2 with
+    p = x_u . y_i and c = 1 + alpha r; adding sum(X^T X * Y^T Y) over the whole matrices
+    gives the confidence-weighted squared error over every (user, item) cell.  The
+    regularisation terms are the caller's (they need only the factors).
+    """
+    Y = _as_factors(Y)
+    X = np.ascontiguousarray(X, dtype=Y.dtype)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    data = np.ascontiguousarray(data, dtype=np.float64)
+    _check_csr(indptr, indices, data, Y.shape[0])
+    n, k = indptr.shape[0] - 1, Y.shape[1]
+    if X.shape != (n, k):
+        raise ValueError(f"X must have shape {(n, k)}, got {X.shape}")
+    nc = n_chunks_for(n, 8, min_rows=MIN_CHUNK_ROWS)
+    bounds = _cost_bounds(indptr, k, nc)
+    return float(_loss_rows(indptr, indices, data, X, Y, bool(implicit), float(alpha), bounds,
+                            n_threads=_threads(n_threads, nc)))

@@ -214,3 +214,31 @@ def als_solve_rows_block(indptr, indices, data, Y, *, reg, implicit=False, alpha
     inverse[order] = np.arange(n)
     X = xp.take(X, xp.asarray(inverse, device=dev), axis=0)
     return xp.astype(X, Y.dtype)
+
+
+def als_loss_block(indptr, indices, data, X, Y, *, implicit=False, alpha=1.0, n_threads=1):
+    """The stored entries' part of the ALS objective (see ``_kernels_cpu``), a float."""
+    xp = array_namespace(Y)
+    dev = device(Y)
+    f64 = xp.float64
+    indptr_h = np.asarray(to_numpy(indptr), dtype=np.int64)
+    n, k = indptr_h.shape[0] - 1, Y.shape[1]
+    if tuple(X.shape) != (n, k):
+        raise ValueError(f"X must have shape {(n, k)}, got {tuple(X.shape)}")
+    rows_h = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr_h))
+    indices = _move(xp, indices, dev, xp.int64)
+    data = _move(xp, data, dev, f64)
+    X = _move(xp, X, dev, f64)
+    total = 0.0
+    step = max(1, GATHER_ELEMS // max(1, k))
+    for s in range(0, rows_h.shape[0], step):
+        e = min(rows_h.shape[0], s + step)
+        xr = xp.take(X, xp.asarray(rows_h[s:e], device=dev), axis=0)
+        yr = xp.astype(xp.take(Y, indices[s:e], axis=0), f64)
+        pred = xp.sum(xr * yr, axis=1)
+        if implicit:
+            err = (1 + alpha * data[s:e]) * (1 - pred) ** 2 - pred ** 2
+        else:
+            err = (data[s:e] - pred) ** 2
+        total += float(xp.sum(err))
+    return total

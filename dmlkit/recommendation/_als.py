@@ -1,0 +1,701 @@
+"""ALS matrix factorisation on the shared driver: explicit (ALS-WR) and implicit (HKV).
+
+How a fit runs
+--------------
+1. One pass over the ratings counts every user id and item id and checks the values
+   (missing ids, non-finite ratings, negative ratings for implicit feedback).  The ids
+   are sorted and kept as ``user_ids_`` / ``item_ids_``; position in them is the code
+   used everywhere inside.
+2. One shuffle (:mod:`dmlkit._core.shuffle`) lays the encoded ratings out twice: as
+   user blocks (CSR, a contiguous range of user codes each, columns = item codes) and
+   as item blocks (the transpose).  The ranges hold about equal numbers of ratings.
+   With ``cache`` the blocks are persisted (with lineage back to the source, so a lost
+   worker's blocks are rebuilt, sorted, to the same bytes); without it every
+   half-iteration rebuilds them from the source: bounded memory, more reading.
+3. Each iteration solves all users against the item factors, then all items against
+   the user factors.  The other side's factors enter each half-iteration's graph as
+   one key (shipped once per worker); the solved blocks come back to the client,
+   which holds the factors between half-iterations.  No iteration's graph contains an
+   earlier one's, so a worker lost at iteration 14 costs iteration 14's tasks.
+
+Every row's solve depends only on its own ratings and the other side's factors, and
+the kernels' arithmetic does not depend on chunking or threads: the factors are the
+same bits whatever the number of blocks, workers or threads, and after a lost worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import time
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from dmlkit._config import get_config
+from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
+from dmlkit._core.driver import Driver, check_cache_param
+from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
+from dmlkit.base import keep_state_on_error
+
+logger = logging.getLogger("dmlkit")
+
+COLD_START = ("nan", "drop")
+BYTES_PER_RATING = 16  # int64 index + float64 value, per layout
+SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
+
+
+# ----------------------------------------------------------------------------------
+# tasks (module level: they pickle to workers by reference)
+# ----------------------------------------------------------------------------------
+def _encode_task(df, user_index, item_index, user_col, item_col, rating_col):
+    u = user_index.get_indexer(df[user_col])
+    i = item_index.get_indexer(df[item_col])
+    if rating_col is None:
+        r = np.ones(len(df), dtype=np.float64)
+    else:
+        r = df[rating_col].to_numpy(dtype=np.float64)
+    return u.astype(np.int64), i.astype(np.int64), r
+
+
+def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen, n_threads=1):
+    indptr, indices, data = block
+    K = get_kernels("recommendation", backend)
+    Y = other
+    if backend == "xp" and has_cupy_device():
+        import cupy
+
+        Y = cupy.asarray(other)
+    X = to_numpy(K.als_solve_rows_block(indptr, indices, data, Y, YtY=YtY, X0=start,
+                                        n_threads=n_threads, **params))
+    loss = None
+    if with_loss:
+        # stored entries' error + this side's regularisation (ALS-WR: weighted by count)
+        loss = K.als_loss_block(indptr, indices, data, X, Y, implicit=params["implicit"],
+                                alpha=params["alpha"], n_threads=n_threads)
+        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        weight = np.ones_like(sq) if params["implicit"] else np.diff(indptr).astype(float)
+        loss += params["reg"] * float(np.dot(weight, sq))
+    seen = (np.diff(indptr), indices.astype(np.int32)) if with_seen else None
+    return X, loss, seen
+
+
+def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
+    """Best ``n`` columns of ``V @ Y.T`` per row, ties to the lower column.
+
+    ``seen_*`` (CSR over V's rows) and ``exclude`` (one column per row) are left out.
+    Returns flat (row, col, score, rank) arrays, rows in order, ranks from 1.
+    """
+    m, n_cols = V.shape[0], Y.shape[0]
+    step = max(1, SCORE_CHUNK // max(1, n_cols))
+    out_r, out_c, out_s = [], [], []
+    for s in range(0, m, step):
+        e = min(m, s + step)
+        S = V[s:e] @ Y.T
+        if seen_indptr is not None:
+            lo, hi = seen_indptr[s], seen_indptr[e]
+            rows = np.repeat(np.arange(e - s), np.diff(seen_indptr[s:e + 1]))
+            S[rows, seen_indices[lo:hi]] = -np.inf
+        if exclude is not None:
+            S[np.arange(e - s), exclude[s:e]] = -np.inf
+        take = min(n, n_cols)
+        if take < n_cols:
+            cand = np.argpartition(-S, take - 1, axis=1)[:, :take]
+            # the n-th best score may tie with columns argpartition left out
+            kth = np.take_along_axis(S, cand, axis=1).min(axis=1)
+            tied = S >= kth[:, None]
+            if tied.sum() > cand.size:
+                cand = None
+        else:
+            cand = np.broadcast_to(np.arange(n_cols), S.shape)
+        for r in range(e - s):
+            cols = cand[r] if cand is not None else np.flatnonzero(tied[r])
+            sc = S[r, cols]
+            order = np.lexsort((cols, -sc))[:take]
+            cols, sc = cols[order], sc[order]
+            keep = np.isfinite(sc)
+            out_r.append(np.full(int(keep.sum()), s + r, dtype=np.int64))
+            out_c.append(cols[keep].astype(np.int64))
+            out_s.append(sc[keep])
+    if not out_r:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, Y.dtype),
+                np.zeros(0, np.int64))
+    rows, cols, scores = np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    rank = np.arange(rows.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, rows.shape[0]]))
+    return rows, cols, scores, rank + 1
+
+
+def _recommend_partition(V, Y, ids, item_ids, seen_indptr, seen_indices, n, user_col,
+                         item_col):
+    rows, cols, scores, rank = _top_n(V, Y, n, seen_indptr, seen_indices)
+    return pd.DataFrame({user_col: ids[rows], item_col: item_ids[cols], "score": scores,
+                         "rank": rank})
+
+
+def _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, drop):
+    u = user_index.get_indexer(df[user_col])
+    i = item_index.get_indexer(df[item_col])
+    known = (u >= 0) & (i >= 0)
+    pred = np.full(len(df), np.nan, dtype=X.dtype)
+    pred[known] = np.einsum("ij,ij->i", X[u[known]], Y[i[known]])
+    return pred[known] if drop else pred
+
+
+def _sorted_ids(counts: pd.Series) -> pd.Series:
+    try:
+        return counts.sort_index()
+    except TypeError:  # ids of mixed types: a fixed order all the same
+        key = counts.index.map(lambda v: (type(v).__name__, repr(v)))
+        return counts.iloc[np.argsort(np.asarray(key, dtype=object), kind="stable")]
+
+
+# ----------------------------------------------------------------------------------
+class ALS(BaseEstimator):
+    """Matrix factorisation by alternating least squares, on row blocks of ratings.
+
+    Parameters
+    ----------
+    factors : int, default=64
+        Rank of the factorisation (Spark's ``rank``).
+    regularization : float, default=0.05
+        L2 penalty.  Explicit feedback scales it by each user's / item's number of
+        ratings (ALS-WR, as Spark MLlib); implicit feedback uses it as is (as implicit).
+    alpha : float, default=1.0
+        Implicit feedback: confidence ``1 + alpha * r``.
+    iterations : int, default=15
+        Full iterations (users then items).
+    implicit : bool, default=False
+        Hu-Koren-Volinsky implicit feedback: preference 1 for every stored (user, item),
+        confidence from the rating; solved with conjugate gradient and YᵀY.
+    cg_steps : int, default=3
+        Conjugate-gradient steps per row and half-iteration (implicit only; warm-started
+        from the previous factors, as the implicit library).
+    nonnegative : bool, default=False
+        Constrain factors to be >= 0 (projected coordinate descent per row).
+    cold_start : {'nan', 'drop'}, default='nan'
+        What ``predict`` does for a pair with an id unseen in ``fit``: predict NaN, or
+        leave the pair out (Spark's ``coldStartStrategy``).
+    user_col, item_col, rating_col : str
+        Column names of the ratings frames.  With ``implicit=True`` the rating column
+        may be absent: every row then counts as one interaction.
+    duplicates : {'auto', 'sum', 'mean', 'error'}, default='auto'
+        Several ratings of one (user, item) pair are merged into one: ``'auto'`` takes
+        the mean for explicit feedback (one opinion per pair) and the sum for implicit
+        feedback (interactions add up, like a COO->CSR conversion in implicit).
+        ``'error'`` raises a ValueError that names a duplicated pair.
+    calculate_training_loss : bool, default=False
+        Record the objective after every iteration in ``loss_curve_`` (computed inside
+        the item half-iteration's tasks: no extra pass).  It is the squared error (implicit:
+        confidence-weighted, over all cells) plus the penalty, divided by the number of
+        ratings.
+    cache : 'auto', True or False, default='auto'
+        Persist the shuffled user and item blocks on the cluster (``'auto'``: when they
+        take less than ``dmlkit.cache-fraction`` of its memory), or rebuild them from the
+        source every half-iteration (out-of-core: the ratings may be larger than memory).
+    random_state : int, RandomState or None
+        Seeds the initial factors.  Same ratings (same partitions) and seed give the
+        same factors, bit for bit.
+    dtype : {'float32', 'float64'}, default='float32'
+        Factor dtype (the solves accumulate in float64).
+    verbose : int, default=0
+        Show a progress bar (tqdm) over iterations.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray (n_users, factors)
+    item_factors_ : ndarray (n_items, factors)
+    user_ids_, item_ids_ : ndarray
+        The distinct ids seen in fit, sorted; row ``j`` of the factors belongs to id
+        ``j``.  For a scipy.sparse matrix they are ``arange(n_rows)`` / ``arange(n_cols)``.
+    n_iter_ : int
+    loss_curve_ : list of float (with ``calculate_training_loss``)
+
+    Notes
+    -----
+    Backend: the ``dmlkit.backend`` setting ``'xp'`` runs the array-API kernel, on the
+    worker's GPU through CuPy when one is present; the default runs numba.
+    """
+
+    def __init__(self, factors=64, *, regularization=0.05, alpha=1.0, iterations=15,
+                 implicit=False, cg_steps=3, nonnegative=False, cold_start="nan",
+                 user_col="user_id", item_col="item_id", rating_col="rating",
+                 duplicates="auto", calculate_training_loss=False, cache="auto",
+                 random_state=None, dtype="float32", verbose=0):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.implicit = implicit
+        self.cg_steps = cg_steps
+        self.nonnegative = nonnegative
+        self.cold_start = cold_start
+        self.user_col = user_col
+        self.item_col = item_col
+        self.rating_col = rating_col
+        self.duplicates = duplicates
+        self.calculate_training_loss = calculate_training_loss
+        self.cache = cache
+        self.random_state = random_state
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self):
+        def integer(name, low):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+        def real(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
+                    math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+        integer("factors", 1)
+        integer("iterations", 1)
+        integer("cg_steps", 1)
+        real("regularization")
+        real("alpha")
+        if self.cold_start not in COLD_START:
+            raise ValueError(f"cold_start must be one of {COLD_START}, got "
+                             f"{self.cold_start!r}")
+        if self.duplicates not in ("auto",) + DUPLICATES:
+            raise ValueError(f"duplicates must be one of {('auto',) + DUPLICATES}, got "
+                             f"{self.duplicates!r}")
+        if str(self.dtype) not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("implicit", "nonnegative", "calculate_training_loss"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got "
+                                 f"{getattr(self, name)!r}")
+        check_cache_param(self.cache)
+
+    # ------------------------------------------------------------------ input
+    def _as_frame(self, ratings, *, need_rating, what="ratings"):
+        """(dask DataFrame, rating column or None, id universe or None, in_memory)."""
+        universe = None
+        in_memory = True
+        if sp.issparse(ratings):
+            coo = sp.coo_matrix(ratings)
+            universe = (np.arange(coo.shape[0]), np.arange(coo.shape[1]))
+            ratings = pd.DataFrame({self.user_col: coo.row.astype(np.int64),
+                                    self.item_col: coo.col.astype(np.int64),
+                                    self.rating_col: coo.data})
+        if isinstance(ratings, pd.DataFrame):
+            n_parts = max(1, min(32, len(ratings) // 250_000))
+            frame = dd.from_pandas(ratings, npartitions=n_parts, sort=False)
+        elif isinstance(ratings, dd.DataFrame):
+            frame, in_memory = ratings, False
+        else:
+            raise TypeError(f"{what} must be a pandas or dask DataFrame of ({self.user_col}, "
+                            f"{self.item_col}, {self.rating_col}) rows, or a scipy.sparse "
+                            f"user x item matrix; got {type(ratings).__name__}")
+        cols = [str(c) for c in frame.columns]
+        missing = [c for c in (self.user_col, self.item_col) if c not in frame.columns]
+        rating_col = self.rating_col
+        if rating_col not in frame.columns:
+            if need_rating:
+                missing.append(rating_col)
+            rating_col = None
+        if missing:
+            raise ValueError(f"{what} is missing column(s) {missing}; it has columns {cols}. "
+                             f"Set user_col / item_col / rating_col to the names used.")
+        if rating_col is not None:
+            dt = frame[rating_col].dtype
+            if not (pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)):
+                raise TypeError(f"{what}[{rating_col!r}] must be numeric, got dtype {dt}")
+        return frame, rating_col, universe, in_memory
+
+    def _scan(self, frame, rating_col, universe):
+        """One pass: id counts (sorted ids) and value checks."""
+        u, i = frame[self.user_col], frame[self.item_col]
+        todo = [u.value_counts(), i.value_counts(), u.isna().sum(), i.isna().sum(),
+                frame.shape[0]]
+        if rating_col is not None:
+            r = frame[rating_col]
+            todo += [(~r.map_partitions(np.isfinite, meta=(rating_col, bool))).sum(), r.min()]
+        out = dask.compute(*todo)
+        vc_u, vc_i, null_u, null_i, n = out[:5]
+        if n == 0:
+            raise ValueError("ratings is empty: ALS needs at least one rating")
+        for col, nulls in ((self.user_col, null_u), (self.item_col, null_i)):
+            if nulls:
+                raise ValueError(f"ratings[{col!r}] has {int(nulls)} missing value(s); every "
+                                 f"rating needs a user and an item id")
+        if rating_col is not None:
+            bad, low = out[5], out[6]
+            if bad:
+                raise ValueError(f"ratings[{rating_col!r}] has {int(bad)} NaN or infinite "
+                                 f"value(s)")
+            if self.implicit and low < 0:
+                raise ValueError(f"implicit feedback needs ratings >= 0 (they are confidences "
+                                 f"1 + alpha * r); ratings[{rating_col!r}] has minimum {low}")
+        if universe is None:
+            vc_u, vc_i = _sorted_ids(vc_u), _sorted_ids(vc_i)
+            return (vc_u.index.to_numpy(), vc_i.index.to_numpy(),
+                    vc_u.to_numpy(dtype=np.int64), vc_i.to_numpy(dtype=np.int64))
+        counts = []
+        for ids, vc in zip(universe, (vc_u, vc_i), strict=True):
+            c = np.zeros(len(ids), dtype=np.int64)
+            c[pd.Index(ids).get_indexer(vc.index)] = vc.to_numpy()
+            counts.append(c)
+        return universe[0], universe[1], counts[0], counts[1]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, ratings, y=None):
+        """Factorise ``ratings`` (dask or pandas DataFrame, or scipy.sparse user x item)."""
+        with keep_state_on_error(self):
+            return self._fit(ratings)
+
+    def _fit(self, ratings):
+        self._check_params()
+        t0 = time.perf_counter()
+        frame, rating_col, universe, in_memory = self._as_frame(
+            ratings, need_rating=not self.implicit)
+        user_ids, item_ids, counts_u, counts_i = self._scan(frame, rating_col, universe)
+        n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
+        dtype = np.dtype(self.dtype)
+        duplicates = self.duplicates
+        if duplicates == "auto":
+            duplicates = "sum" if self.implicit else "mean"
+
+        driver = Driver("als", cache=self.cache, verbose=self.verbose)
+        user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
+        encode = dask.delayed(_encode_task, pure=True)
+        uidx = driver.shared(user_index, "user-ids")
+        iidx = driver.shared(item_index, "item-ids")
+        parts = [encode(p, uidx, iidx, self.user_col, self.item_col, rating_col)
+                 for p in frame.to_delayed()]
+        # block ranges: about equal ratings per block, at least one block per thread
+        n_ratings = int(counts_u.sum())
+        n_blocks = max(driver.total_threads(),
+                       math.ceil(BYTES_PER_RATING * n_ratings
+                                 / dask.utils.parse_bytes(get_config("block-size"))))
+        ucuts, icuts = balanced_cuts(counts_u, n_blocks), balanced_cuts(counts_i, n_blocks)
+        user_blocks, item_blocks = shuffle_to_blocks(parts, ucuts, icuts,
+                                                     duplicates=duplicates,
+                                                     name=driver.key("shuffle"))
+        cache = self.cache
+        if cache == "auto":
+            cache = in_memory or driver.fits_in_memory(2 * BYTES_PER_RATING * n_ratings)
+        if cache:
+            done = driver.persist(user_blocks + item_blocks)
+            user_blocks, item_blocks = done[:len(ucuts) - 1], done[len(ucuts) - 1:]
+        logger.info("dmlkit-als: %d ratings, %d users x %d items in %d + %d blocks (%s)",
+                    n_ratings, n_users, n_items, len(ucuts) - 1, len(icuts) - 1,
+                    "persisted" if cache else "rebuilt from the source every pass")
+
+        X, Y = self._init_factors(n_users, n_items, k, dtype)
+        backend = "xp" if get_config("backend") == "xp" else "numba"
+        params = dict(reg=float(self.regularization), implicit=bool(self.implicit),
+                      alpha=float(self.alpha), cg_steps=int(self.cg_steps),
+                      nonnegative=bool(self.nonnegative))
+        losses = []
+        seen = None
+        bar = driver.progress(self.iterations, "ALS")
+        for it in range(self.iterations):
+            X, _, got = self._half(driver, user_blocks, ucuts, Y, X, params, backend,
+                                   with_loss=False, with_seen=it == 0, step="users")
+            if got is not None:
+                seen = got
+            Y, loss, _ = self._half(driver, item_blocks, icuts, X, Y, params, backend,
+                                    with_loss=self.calculate_training_loss, with_seen=False,
+                                    step="items")
+            if self.calculate_training_loss:
+                loss = self._finish_loss(loss, X, Y, seen[0], n_ratings)
+                losses.append(loss)
+                bar.set_postfix(loss=f"{loss:.5g}")
+            bar.update(1)
+        bar.close()
+
+        self.user_factors_, self.item_factors_ = X, Y
+        self.user_ids_, self.item_ids_ = user_ids, item_ids
+        self._user_index, self._item_index = user_index, item_index
+        self._seen_indptr, self._seen_indices = seen
+        self.n_iter_ = int(self.iterations)
+        if self.calculate_training_loss:
+            self.loss_curve_ = losses
+        self._fit_seconds = time.perf_counter() - t0
+        logger.info("dmlkit-als: %d iterations in %.2fs", self.n_iter_, self._fit_seconds)
+        return self
+
+    def _init_factors(self, n_users, n_items, k, dtype):
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        rng = np.random.default_rng(seed)
+        if self.implicit:  # small positive values, as the implicit library
+            X = rng.random((n_users, k)) * 0.01
+            Y = rng.random((n_items, k)) * 0.01
+        else:  # unit-norm Gaussian rows, as Spark MLlib (absolute for nonnegative)
+            X = rng.standard_normal((n_users, k))
+            Y = rng.standard_normal((n_items, k))
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+            Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+        if self.nonnegative:
+            X, Y = np.abs(X), np.abs(Y)
+        return X.astype(dtype), Y.astype(dtype)
+
+    def _half(self, driver, blocks, cuts, other, own, params, backend, *, with_loss,
+              with_seen, step):
+        """Solve every row of one side against ``other``; returns (factors, loss, seen)."""
+        K = get_kernels("recommendation", "numba")
+        YtY = K.gram(other, n_threads=driver.total_threads()) if params["implicit"] else None
+        other_key = driver.shared(other, step + "-other")
+        warm = params["implicit"] or params["nonnegative"]
+        solve = dask.delayed(_solve_task, pure=False)
+        key = driver.key(step)
+        tasks = []
+        for b, block in enumerate(blocks):
+            start = driver.shared(own[cuts[b]:cuts[b + 1]], f"{step}-start") if warm else None
+            tasks.append(solve(block, other_key, start, YtY, params, backend, with_loss,
+                               with_seen, n_threads=driver.threads_per_task,
+                               dask_key_name=f"{key}-{b}"))
+        results = driver.compute(*tasks)
+        X = np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
+        X = np.ascontiguousarray(X, dtype=own.dtype)
+        loss = None
+        if with_loss:
+            loss = 0.0
+            for r in results:  # block order: the same bits every time
+                loss += r[1]
+        seen = None
+        if with_seen:
+            counts = np.concatenate([r[2][0] for r in results])
+            indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            seen = (indptr, np.concatenate([r[2][1] for r in results]))
+        return X, loss, seen
+
+    def _finish_loss(self, item_side, X, Y, user_indptr, n_ratings):
+        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        if self.implicit:
+            XtX = X.T.astype(np.float64) @ X.astype(np.float64)
+            YtY = Y.T.astype(np.float64) @ Y.astype(np.float64)
+            total = item_side + float(np.sum(XtX * YtY)) + self.regularization * sq.sum()
+        else:
+            total = item_side + self.regularization * float(np.dot(np.diff(user_indptr), sq))
+        return float(total / max(1, n_ratings))
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, pairs):
+        """Predicted ratings (x_u . y_i) of the (user, item) rows of ``pairs``.
+
+        ``pairs`` is a pandas or dask DataFrame with ``user_col`` and ``item_col`` (other
+        columns are ignored).  Returns a NumPy array (pandas input) or a dask array (dask
+        input, chunks of unknown size).  Pairs with an id unseen in ``fit`` give NaN with
+        ``cold_start='nan'``; with ``'drop'`` they are left out, so the result is shorter.
+        """
+        check_is_fitted(self, "user_factors_")
+        drop = self.cold_start == "drop"
+        args = (self.user_col, self.item_col, drop)
+        if isinstance(pairs, dd.DataFrame):
+            self._check_pair_columns(pairs)
+            keys = [dask.delayed(v, pure=True) for v in (self.user_factors_,
+                                                         self.item_factors_,
+                                                         self._user_index, self._item_index)]
+            dt = self.user_factors_.dtype
+            out = pairs.map_partitions(lambda df, *a: pd.Series(_predict_partition(df, *a)),
+                                       *keys, *args, meta=pd.Series([], dtype=dt))
+            return out.to_dask_array()
+        if not isinstance(pairs, pd.DataFrame):
+            raise TypeError(f"pairs must be a pandas or dask DataFrame with columns "
+                            f"{[self.user_col, self.item_col]}, got {type(pairs).__name__}")
+        self._check_pair_columns(pairs)
+        return _predict_partition(pairs, self.user_factors_, self.item_factors_,
+                                  self._user_index, self._item_index, *args)
+
+    def _check_pair_columns(self, df, what="pairs", need=None):
+        need = need or [self.user_col, self.item_col]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ValueError(f"{what} is missing column(s) {missing}; it has columns "
+                             f"{[str(c) for c in df.columns]}")
+
+    def score(self, ratings, y=None):
+        """Higher is better, as scikit-learn's model selection expects.
+
+        Explicit feedback: the negated RMSE of ``predict`` against the ratings
+        (``-dmlkit.metrics.rmse``); pairs with unseen ids are left out whatever
+        ``cold_start``.  Implicit feedback: precision@10 of ``recommend`` for the users of
+        ``ratings`` (seen training items filtered) against their interactions in it.
+        """
+        from dmlkit.metrics import precision_at_k, rmse
+
+        check_is_fitted(self, "user_factors_")
+        if isinstance(ratings, dd.DataFrame):
+            ratings = ratings.compute()
+        if not isinstance(ratings, pd.DataFrame):
+            raise TypeError(f"ratings must be a pandas or dask DataFrame, got "
+                            f"{type(ratings).__name__}")
+        if self.implicit:
+            self._check_pair_columns(ratings, "ratings")
+            recs = self.recommend(ratings[self.user_col].unique(), n=10)
+            return precision_at_k(recs, ratings, k=10, user_col=self.user_col,
+                                  item_col=self.item_col)
+        self._check_pair_columns(ratings, "ratings",
+                                 [self.user_col, self.item_col, self.rating_col])
+        pred = _predict_partition(ratings, self.user_factors_, self.item_factors_,
+                                  self._user_index, self._item_index, self.user_col,
+                                  self.item_col, False)
+        keep = ~np.isnan(pred)
+        if not keep.any():
+            raise ValueError("no pair of ratings has both ids seen in fit; nothing to score")
+        return -rmse(ratings[self.rating_col].to_numpy(dtype=np.float64)[keep], pred[keep])
+
+    # ------------------------------------------------------------------ recommend
+    def _fold_in(self, ratings, users):
+        """Factors of the users in ``users`` found in ``ratings``, each solved once against
+        the item factors (exact least squares); returns (ids, factors, seen CSR)."""
+        frame, rating_col, _, _ = self._as_frame(ratings, need_rating=not self.implicit,
+                                                 what="ratings")
+        cols = [self.user_col, self.item_col] + ([rating_col] if rating_col else [])
+        df = frame[cols].compute() if isinstance(ratings, dd.DataFrame) or sp.issparse(
+            ratings) else ratings[cols]
+        df = df[df[self.user_col].isin(users)]
+        i = self._item_index.get_indexer(df[self.item_col])
+        df = df[i >= 0].assign(_code=i[i >= 0])
+        r = (df[rating_col].to_numpy(dtype=np.float64) if rating_col
+             else np.ones(len(df)))
+        if not np.isfinite(r).all():
+            raise ValueError("ratings given for fold-in contain NaN or infinite values")
+        ids = pd.unique(df[self.user_col])
+        row = pd.Index(ids).get_indexer(df[self.user_col])
+        m = sp.csr_matrix((r, (row, df["_code"].to_numpy())),
+                          shape=(len(ids), len(self.item_ids_)))
+        m.sum_duplicates()
+        if self.duplicates in ("mean", "auto") and not self.implicit:
+            ones = sp.csr_matrix((np.ones_like(r), (row, df["_code"].to_numpy())),
+                                 shape=m.shape)
+            ones.sum_duplicates()
+            m.data = m.data / ones.data
+        m.sort_indices()
+        K = get_kernels("recommendation", "numba")
+        V = K.als_solve_rows_block(m.indptr, m.indices, m.data, self.item_factors_,
+                                   reg=float(self.regularization), implicit=self.implicit,
+                                   alpha=float(self.alpha), nonnegative=self.nonnegative,
+                                   solver="cholesky")
+        return np.asarray(ids, dtype=object if len(ids) == 0 else None), V, (
+            m.indptr.astype(np.int64), m.indices.astype(np.int32))
+
+    def recommend(self, users, n=10, *, filter_seen=True, ratings=None):
+        """Top-``n`` items for each of ``users`` (ids as in fit).
+
+        Returns a pandas DataFrame with columns ``user_col``, ``item_col``, ``score`` and
+        ``rank`` (1 = best; ties go to the item seen first in ``item_ids_``), users in the
+        order given -- the layout :mod:`dmlkit.metrics` reads.  ``filter_seen`` leaves out
+        the items a user rated in fit.  ``ratings`` (same columns as fit's) folds in the
+        users found there: their factors are solved from those ratings against the item
+        factors (one least-squares solve), whether or not they were in fit, and their
+        given items are the seen ones.  Users neither in fit nor in ``ratings`` get no
+        rows (as Spark's ``recommendForUserSubset``).
+        """
+        check_is_fitted(self, "user_factors_")
+        n = self._check_n(n)
+        users = pd.unique(np.atleast_1d(np.asarray(users, dtype=object)
+                                        if not isinstance(users, (np.ndarray, pd.Series,
+                                                                  pd.Index)) else users))
+        V_parts, ids_parts, seen_lists = [], [], []
+        folded = set()
+        if ratings is not None:
+            ids_f, V_f, (ptr_f, idx_f) = self._fold_in(ratings, users)
+            folded = set(ids_f.tolist())
+            ids_parts.append(ids_f)
+            V_parts.append(V_f.astype(self.user_factors_.dtype))
+            seen_lists += [idx_f[ptr_f[j]:ptr_f[j + 1]] for j in range(len(ids_f))]
+        rest = np.array([u for u in users if u not in folded], dtype=object) if folded \
+            else np.asarray(users)
+        codes = self._user_index.get_indexer(rest)
+        codes = codes[codes >= 0]
+        ids_parts.append(self.user_ids_[codes])
+        V_parts.append(self.user_factors_[codes])
+        seen_lists += [self._seen_indices[self._seen_indptr[c]:self._seen_indptr[c + 1]]
+                       for c in codes]
+        V = np.concatenate(V_parts)
+        ids = np.concatenate([np.asarray(p, dtype=object) for p in ids_parts]) \
+            if len(ids_parts) > 1 else ids_parts[0]
+        # users in the order asked for
+        pos = {u: j for j, u in enumerate(users.tolist() if hasattr(users, "tolist")
+                                          else list(users))}
+        order = np.argsort([pos[u] for u in ids.tolist()], kind="stable")
+        V, ids = V[order], np.asarray(ids)[order]
+        seen_lists = [seen_lists[j] for j in order]
+        ptr = indices = None
+        if filter_seen:
+            ptr = np.zeros(len(seen_lists) + 1, dtype=np.int64)
+            np.cumsum([len(s) for s in seen_lists], out=ptr[1:])
+            indices = (np.concatenate(seen_lists) if seen_lists
+                       else np.zeros(0, np.int32))
+        return _recommend_partition(V, self.item_factors_, ids, self.item_ids_, ptr, indices,
+                                    n, self.user_col, self.item_col)
+
+    def recommend_all(self, n=10, *, filter_seen=True):
+        """Top-``n`` items of every user as a dask DataFrame (columns as ``recommend``),
+        one partition per range of users, computed where it is used."""
+        check_is_fitted(self, "user_factors_")
+        n = self._check_n(n)
+        X, Y = self.user_factors_, self.item_factors_
+        n_users = X.shape[0]
+        from dmlkit._core.client import get_client_or_none, total_threads
+
+        per_part = max(256, SCORE_CHUNK // max(1, Y.shape[0]) * 4)
+        per_part = min(per_part, max(256, -(-n_users // total_threads(get_client_or_none()))))
+        y_key = dask.delayed(Y, pure=True)
+        item_key = dask.delayed(self.item_ids_, pure=True)
+        fn = dask.delayed(_recommend_partition, pure=True)
+        parts = []
+        for s in range(0, n_users, per_part):
+            e = min(n_users, s + per_part)
+            ptr = idx = None
+            if filter_seen:
+                lo, hi = self._seen_indptr[s], self._seen_indptr[e]
+                ptr = self._seen_indptr[s:e + 1] - lo
+                idx = self._seen_indices[lo:hi]
+            parts.append(fn(X[s:e], y_key, self.user_ids_[s:e], item_key, ptr, idx, n,
+                            self.user_col, self.item_col))
+        meta = _recommend_partition(X[:0], Y, self.user_ids_[:0], self.item_ids_, None, None,
+                                    n, self.user_col, self.item_col)
+        return dd.from_delayed(parts, meta=meta, verify_meta=False)
+
+    def _similar(self, F, ids, index, query, n, col):
+        codes = index.get_indexer(pd.Index(np.atleast_1d(np.asarray(query))))
+        codes = codes[codes >= 0]
+        norms = np.linalg.norm(F.astype(np.float64), axis=1)
+        norms[norms == 0] = 1.0
+        G = (F / norms[:, None]).astype(F.dtype)
+        rows, cols, scores, rank = _top_n(G[codes], G, n, exclude=codes)
+        return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
+                             "score": scores, "rank": rank})
+
+    def similar_items(self, items, n=10):
+        """The ``n`` items nearest each of ``items`` by cosine of their factors (the item
+        itself left out).  Columns ``item_col``, ``similar_<item_col>``, ``score``,
+        ``rank``; unknown items get no rows."""
+        check_is_fitted(self, "item_factors_")
+        return self._similar(self.item_factors_, self.item_ids_, self._item_index, items,
+                             self._check_n(n), self.item_col)
+
+    def similar_users(self, users, n=10):
+        """The ``n`` users nearest each of ``users`` by cosine of their factors."""
+        check_is_fitted(self, "user_factors_")
+        return self._similar(self.user_factors_, self.user_ids_, self._user_index, users,
+                             self._check_n(n), self.user_col)
+
+    @staticmethod
+    def _check_n(n):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        return int(n)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.two_d_array = False
+        return tags
