@@ -211,6 +211,21 @@ def labelled_blobs(n_samples=200_000, n_features=16, n_blocks=8, seed=BLOB_SEED)
     return X, y
 
 
+def _slow_partition(df, seconds):
+    time.sleep(seconds)  # a slow source (remote storage): the shuffle takes a while
+    return df
+
+
+def slow_ratings(n_users=6000, n_items=800, n_ratings=240_000, npartitions=12, seconds=0.15,
+                 seed=7):
+    """``dmlkit.datasets.make_ratings`` read through a slow source, generated in the graph."""
+    from dmlkit.datasets import make_ratings
+
+    df = make_ratings(n_users, n_items, n_ratings, rank=8, noise=0.3,
+                      npartitions=npartitions, random_state=seed)
+    return df.map_partitions(_slow_partition, seconds, meta=df._meta)
+
+
 # -- watching the scheduler -------------------------------------------------------------
 def _dmlkit_tasks(dask_scheduler=None):
     """Runs on the scheduler: {key: state} of dmlkit's tasks, and what each worker holds.
@@ -234,7 +249,7 @@ def _dmlkit_tasks(dask_scheduler=None):
             "unique_init": unique_init}
 
 
-_PASS_RE = re.compile(r"^dmlkit-(?:kmeans|sgd)-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-"
+_PASS_RE = re.compile(r"^dmlkit-(?:kmeans|sgd|als)-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-"
                       r"(?P<pass>\d+)"
                       r"(?:-(?P<rest>.*))?$")
 

@@ -318,8 +318,9 @@ class ALS(BaseEstimator):
     def _scan(self, frame, rating_col, universe):
         """One pass: id counts (sorted ids) and value checks."""
         u, i = frame[self.user_col], frame[self.item_col]
-        todo = [u.value_counts(), i.value_counts(), u.isna().sum(), i.isna().sum(),
-                frame.shape[0]]
+        # split_out=1: a tree reduction to one partition (not a p2p shuffle)
+        todo = [u.value_counts(split_out=1), i.value_counts(split_out=1), u.isna().sum(),
+                i.isna().sum(), frame.shape[0]]
         if rating_col is not None:
             r = frame[rating_col]
             todo += [(~r.map_partitions(np.isfinite, meta=(rating_col, bool))).sum(), r.min()]
