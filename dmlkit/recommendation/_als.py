@@ -108,22 +108,25 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
         take = min(n, n_cols)
         if take < n_cols:
             cand = np.argpartition(-S, take - 1, axis=1)[:, :take]
-            # the n-th best score may tie with columns argpartition left out
-            kth = np.take_along_axis(S, cand, axis=1).min(axis=1)
-            tied = S >= kth[:, None]
-            if tied.sum() > cand.size:
-                cand = None
         else:
             cand = np.broadcast_to(np.arange(n_cols), S.shape)
-        for r in range(e - s):
-            cols = cand[r] if cand is not None else np.flatnonzero(tied[r])
-            sc = S[r, cols]
-            order = np.lexsort((cols, -sc))[:take]
-            cols, sc = cols[order], sc[order]
-            keep = np.isfinite(sc)
-            out_r.append(np.full(int(keep.sum()), s + r, dtype=np.int64))
-            out_c.append(cols[keep].astype(np.int64))
-            out_s.append(sc[keep])
+        cand = np.sort(cand, axis=1)  # ascending columns: a stable sort breaks ties low
+        sc = np.take_along_axis(S, cand, axis=1)
+        order = np.argsort(-sc, axis=1, kind="stable")
+        cols = np.take_along_axis(cand, order, axis=1)
+        sc = np.take_along_axis(sc, order, axis=1)
+        if take < n_cols:
+            # a column argpartition left out may tie with the n-th best: redo those rows
+            kth = sc[:, -1]
+            ties = np.flatnonzero((S >= kth[:, None]).sum(axis=1) > take)
+            for r in ties:
+                c = np.flatnonzero(S[r] >= kth[r])
+                o = np.lexsort((c, -S[r, c]))[:take]
+                cols[r], sc[r] = c[o], S[r, c[o]]
+        keep = np.isfinite(sc)
+        out_r.append(np.broadcast_to(np.arange(s, e)[:, None], sc.shape)[keep])
+        out_c.append(cols[keep].astype(np.int64))
+        out_s.append(sc[keep])
     if not out_r:
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, Y.dtype),
                 np.zeros(0, np.int64))
@@ -430,19 +433,20 @@ class ALS(BaseEstimator):
         return self
 
     def _init_factors(self, n_users, n_items, k, dtype):
+        # one stream per side: the items' start does not depend on the number of users
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        rng = np.random.default_rng(seed)
-        if self.implicit:  # small positive values, as the implicit library
-            X = rng.random((n_users, k)) * 0.01
-            Y = rng.random((n_items, k)) * 0.01
-        else:  # unit-norm Gaussian rows, as Spark MLlib (absolute for nonnegative)
-            X = rng.standard_normal((n_users, k))
-            Y = rng.standard_normal((n_items, k))
-            X /= np.linalg.norm(X, axis=1, keepdims=True)
-            Y /= np.linalg.norm(Y, axis=1, keepdims=True)
-        if self.nonnegative:
-            X, Y = np.abs(X), np.abs(Y)
-        return X.astype(dtype), Y.astype(dtype)
+        out = []
+        for side, n in ((0, n_users), (1, n_items)):
+            rng = np.random.default_rng([seed, side])
+            if self.implicit:  # small positive values, as the implicit library
+                F = rng.random((n, k)) * 0.01
+            else:  # unit-norm Gaussian rows, as Spark MLlib (absolute for nonnegative)
+                F = rng.standard_normal((n, k))
+                F /= np.linalg.norm(F, axis=1, keepdims=True)
+            if self.nonnegative:
+                F = np.abs(F)
+            out.append(F.astype(dtype))
+        return out
 
     def _half(self, driver, blocks, cuts, other, own, params, backend, *, with_loss,
               with_seen, step):
