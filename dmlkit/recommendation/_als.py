@@ -284,9 +284,9 @@ class ALS(BaseEstimator):
 
     # ------------------------------------------------------------------ input
     def _as_frame(self, ratings, *, need_rating, what="ratings"):
-        """(dask DataFrame, rating column or None, id universe or None, in_memory)."""
+        """(dask DataFrame, rating column or None, id universe or None, the pandas frame
+        when the ratings are in memory or None)."""
         universe = None
-        in_memory = True
         if sp.issparse(ratings):
             coo = sp.coo_matrix(ratings)
             universe = (np.arange(coo.shape[0]), np.arange(coo.shape[1]))
@@ -295,9 +295,9 @@ class ALS(BaseEstimator):
                                     self.rating_col: coo.data})
         if isinstance(ratings, pd.DataFrame):
             n_parts = max(1, min(32, len(ratings) // 250_000))
-            frame = dd.from_pandas(ratings, npartitions=n_parts, sort=False)
+            frame, local = dd.from_pandas(ratings, npartitions=n_parts, sort=False), ratings
         elif isinstance(ratings, dd.DataFrame):
-            frame, in_memory = ratings, False
+            frame, local = ratings, None
         else:
             raise TypeError(f"{what} must be a pandas or dask DataFrame of ({self.user_col}, "
                             f"{self.item_col}, {self.rating_col}) rows, or a scipy.sparse "
@@ -316,18 +316,22 @@ class ALS(BaseEstimator):
             dt = frame[rating_col].dtype
             if not (pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)):
                 raise TypeError(f"{what}[{rating_col!r}] must be numeric, got dtype {dt}")
-        return frame, rating_col, universe, in_memory
+        return frame, rating_col, universe, local
 
-    def _scan(self, frame, rating_col, universe):
-        """One pass: id counts (sorted ids) and value checks."""
-        u, i = frame[self.user_col], frame[self.item_col]
+    def _scan(self, frame, rating_col, universe, local):
+        """One pass: id counts (sorted ids) and value checks (in pandas when in memory)."""
+        src = frame if local is None else local
+        u, i = src[self.user_col], src[self.item_col]
         # split_out=1: a tree reduction to one partition (not a p2p shuffle)
-        todo = [u.value_counts(split_out=1), i.value_counts(split_out=1), u.isna().sum(),
-                i.isna().sum(), frame.shape[0]]
+        kw = {} if local is not None else {"split_out": 1}
+        todo = [u.value_counts(**kw), i.value_counts(**kw), u.isna().sum(), i.isna().sum(),
+                src.shape[0]]
         if rating_col is not None:
-            r = frame[rating_col]
-            todo += [(~r.map_partitions(np.isfinite, meta=(rating_col, bool))).sum(), r.min()]
-        out = dask.compute(*todo)
+            r = src[rating_col]
+            finite = (np.isfinite(r) if local is not None
+                      else r.map_partitions(np.isfinite, meta=(rating_col, bool)))
+            todo += [(~finite).sum(), r.min()]
+        out = dask.compute(*todo) if local is None else todo
         vc_u, vc_i, null_u, null_i, n = out[:5]
         if n == 0:
             raise ValueError("ratings is empty: ALS needs at least one rating")
@@ -363,9 +367,10 @@ class ALS(BaseEstimator):
     def _fit(self, ratings):
         self._check_params()
         t0 = time.perf_counter()
-        frame, rating_col, universe, in_memory = self._as_frame(
+        frame, rating_col, universe, local = self._as_frame(
             ratings, need_rating=not self.implicit)
-        user_ids, item_ids, counts_u, counts_i = self._scan(frame, rating_col, universe)
+        in_memory = local is not None
+        user_ids, item_ids, counts_u, counts_i = self._scan(frame, rating_col, universe, local)
         n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
         dtype = np.dtype(self.dtype)
         duplicates = self.duplicates
