@@ -165,6 +165,19 @@ class Driver:
             return tuple(self.client.gather(futures))
         return dask.compute(*objs)
 
+    def submit(self, *objs):
+        """Start computing Delayed objects: futures on a cluster (collect them with
+        :meth:`gather`, or pass them to further tasks), the values without one."""
+        if self.client is not None:
+            return self.client.compute(list(objs), retries=self.retries)
+        return list(dask.compute(*objs))
+
+    def gather(self, handles):
+        """The values of :meth:`submit`'s handles, in order."""
+        if self.client is not None:
+            return list(self.client.gather(handles))
+        return list(handles)
+
     def persist(self, objs):
         """Persist a list of Delayed (intermediate state with lineage)."""
         if self.client is not None:

@@ -87,6 +87,14 @@ def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen,
     return X, loss, seen
 
 
+def _concat_rows(*results):
+    return np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
+
+
+def _gram_task(Y, n_threads=1):
+    return get_kernels("recommendation", "numba").gram(Y, n_threads=n_threads)
+
+
 def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
     """Best ``n`` columns of ``V @ Y.T`` per row, ties to the lower column.
 
@@ -412,13 +420,23 @@ class ALS(BaseEstimator):
         seen = None
         bar = driver.progress(self.iterations, "ALS")
         for it in range(self.iterations):
-            X, _, got = self._half(driver, user_blocks, ucuts, Y, X, params, backend,
-                                   with_loss=False, with_seen=it == 0, step="users")
+            users = self._submit_half(driver, user_blocks, ucuts, Y, X, params, backend,
+                                      with_loss=False, with_seen=it == 0, step="users")
+            # the items' half reads the users' new factors where they were solved (one
+            # key built from this half's results, lineage of one half-iteration) while
+            # they also come back to the driver, which needs them for the next iteration
+            X_new = self._rows_of(driver, users, "users")
+            items = self._submit_half(driver, item_blocks, icuts, X_new, Y, params, backend,
+                                      with_loss=self.calculate_training_loss,
+                                      with_seen=False, step="items")
+            X, _, got = self._collect_half(driver, users, X, with_loss=False,
+                                           with_seen=it == 0)
             if got is not None:
                 seen = got
-            Y, loss, _ = self._half(driver, item_blocks, icuts, X, Y, params, backend,
-                                    with_loss=self.calculate_training_loss, with_seen=False,
-                                    step="items")
+            Y, loss, _ = self._collect_half(driver, items, Y,
+                                            with_loss=self.calculate_training_loss,
+                                            with_seen=False)
+            del users, items, X_new
             if self.calculate_training_loss:
                 loss = self._finish_loss(loss, X, Y, seen[0], n_ratings)
                 losses.append(loss)
@@ -453,13 +471,21 @@ class ALS(BaseEstimator):
             out.append(F.astype(dtype))
         return out
 
-    def _half(self, driver, blocks, cuts, other, own, params, backend, *, with_loss,
-              with_seen, step):
-        """Solve every row of one side against ``other``; returns (factors, loss, seen)."""
-        K = get_kernels("recommendation", "numba")
-        YtY = K.gram(other, n_threads=driver.total_threads()) if params["implicit"] else None
-        other_key = driver.shared(other, step + "-other")
+    def _submit_half(self, driver, blocks, cuts, other, own, params, backend, *, with_loss,
+                     with_seen, step):
+        """Start solving every row of one side against ``other`` (the driver's array, or
+        a key on the cluster); returns the handles of the block results."""
         warm = params["implicit"] or params["nonnegative"]
+        if isinstance(other, np.ndarray):
+            YtY = None
+            if params["implicit"]:
+                YtY = get_kernels("recommendation", "numba").gram(
+                    other, n_threads=driver.total_threads())
+            other_key = driver.shared(other, step + "-other")
+        else:  # same kernel where the factors are: the same bits
+            other_key = other
+            YtY = dask.delayed(_gram_task, pure=False)(
+                other, dask_key_name=driver.key(step + "-gram")) if params["implicit"] else None
         solve = dask.delayed(_solve_task, pure=False)
         key = driver.key(step)
         tasks = []
@@ -468,9 +494,22 @@ class ALS(BaseEstimator):
             tasks.append(solve(block, other_key, start, YtY, params, backend, with_loss,
                                with_seen, n_threads=driver.threads_per_task,
                                dask_key_name=f"{key}-{b}"))
-        results = driver.compute(*tasks)
-        X = np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
-        X = np.ascontiguousarray(X, dtype=own.dtype)
+        return driver.submit(*tasks)
+
+    @staticmethod
+    def _rows_of(driver, handles, step):
+        """The factors of a submitted half as one key where they were solved (or, without
+        a cluster, as the concatenated array)."""
+        if driver.client is None:
+            return _concat_rows(*handles)
+        return dask.delayed(_concat_rows, pure=False)(
+            *handles, dask_key_name=driver.key(step + "-rows"))
+
+    @staticmethod
+    def _collect_half(driver, handles, own, *, with_loss, with_seen):
+        """(factors, loss, seen) of a submitted half, on the driver."""
+        results = driver.gather(handles)
+        X = np.ascontiguousarray(_concat_rows(*results), dtype=own.dtype)
         loss = None
         if with_loss:
             loss = 0.0
