@@ -329,11 +329,10 @@ class _BaseSGD(BaseEstimator):
                     no_improve = no_improve + 1 if score < best + tol else 0
                     best = max(best, score)
                     if no_improve >= self.n_iter_no_change:
-                        if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
-                            params["eta"] /= 5  # redo this epoch with the smaller step
-                            no_improve, scored = 0, False
-                            continue
-                        break
+                        if self._stop_or_shrink_eta(params):
+                            break
+                        no_improve, scored = 0, False
+                        continue  # redo this epoch with the smaller step
                 state = self._mix(state, r, params, run)
                 params["t"] += r["n"]
                 n_done += 1
@@ -345,16 +344,22 @@ class _BaseSGD(BaseEstimator):
                     no_improve = no_improve + 1 if objective > best - tol else 0
                     best = min(best, objective)
                     if no_improve >= self.n_iter_no_change:
-                        if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
-                            params["eta"] /= 5
-                            no_improve = 0
-                        else:
+                        if self._stop_or_shrink_eta(params):
                             break
+                        no_improve = 0
         finally:
             bar.close()
         self.t_ = params["t"]
         self._epochs_seen += n_done
         return state, n_done
+
+    def _stop_or_shrink_eta(self, params):
+        """``n_iter_no_change`` epochs without improvement: True stops the fit; with
+        ``learning_rate='adaptive'`` (while eta > 1e-6) eta is divided by 5 instead."""
+        if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
+            params["eta"] /= 5
+            return False
+        return True
 
     def _penalty_value(self, coef):
         l1 = {None: 0.0, "l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio}[self.penalty]

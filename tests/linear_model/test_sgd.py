@@ -205,6 +205,28 @@ def test_bad_input(binary, make, kw, match):
             SGDClassifier(**kw).fit(data, target)
 
 
+def test_init_of_the_wrong_shape_is_refused_and_nothing_changes(binary, multiclass):
+    X, y = binary
+    m = SGDClassifier(random_state=0).fit(X, y)
+    coef, intercept = m.coef_.copy(), m.intercept_.copy()
+    with pytest.raises(ValueError, match=r"coef_init does not match dataset: expected "
+                                         r"shape \(1, 8\)"):
+        m.fit(X, y, coef_init=np.zeros(7))
+    with pytest.raises(ValueError, match="intercept_init does not match"):
+        m.fit(X, y, intercept_init=np.zeros(2))
+    np.testing.assert_array_equal(m.coef_, coef)
+    np.testing.assert_array_equal(m.intercept_, intercept)
+    with pytest.raises(ValueError, match=r"expected shape \(3, 8\)"):
+        SGDClassifier().fit(*multiclass, coef_init=np.zeros((1, 8)))
+    Xr, yr = make_regression(200, 8, random_state=0)
+    with pytest.raises(ValueError, match=r"coef_init does not match dataset"):
+        SGDRegressor().fit(Xr, yr, coef_init=np.zeros((8, 2)))
+    # the right size is taken, flat or not, and is where the fit starts
+    flat = SGDClassifier(max_iter=1, tol=None, random_state=0).fit(X, y, coef_init=coef[0])
+    shaped = SGDClassifier(max_iter=1, tol=None, random_state=0).fit(X, y, coef_init=coef)
+    np.testing.assert_array_equal(flat.coef_, shaped.coef_)
+
+
 @pytest.mark.parametrize("params, match", [
     ({"loss": "squared_error"}, "loss must be one of"),
     ({"penalty": "l3"}, "penalty"),
