@@ -78,8 +78,9 @@ def _merge_duplicates(major, minor, vals, duplicates, names):
     return major[first], minor[first], sums
 
 
-def _build(start, stop, transpose, duplicates, *pieces):
-    # One block of the row layout (or, transposed, of the column layout).
+def build_block(start, stop, transpose, duplicates, *pieces):
+    """One block of the row layout (or, transposed, of the column layout) from its
+    (rows, cols, vals) pieces, in the order given."""
     rows = np.concatenate([p[0] for p in pieces]) if pieces else np.zeros(0, np.int64)
     cols = np.concatenate([p[1] for p in pieces]) if pieces else np.zeros(0, np.int64)
     vals = np.concatenate([p[2] for p in pieces]) if pieces else np.zeros(0)
@@ -110,7 +111,7 @@ def shuffle_to_blocks(parts, row_cuts, col_cuts, *, duplicates="sum", name="dmlk
     split = dask.delayed(_split, nout=2, pure=True)
     split_parts = [split(p, row_cuts, col_cuts, dask_key_name=f"{name}-split-{j}")
                    for j, p in enumerate(parts)]
-    build = dask.delayed(_build, pure=True)
+    build = dask.delayed(build_block, pure=True)
     layouts = []
     for side, cuts in ((0, row_cuts), (1, col_cuts)):
         blocks = []

@@ -43,6 +43,7 @@ from dmlkit._config import get_config
 from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
+from dmlkit._core.shuffle import build_block as _build_block
 from dmlkit.base import keep_state_on_error
 
 logger = logging.getLogger("dmlkit")
@@ -55,13 +56,19 @@ SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
 # ----------------------------------------------------------------------------------
 # tasks (module level: they pickle to workers by reference)
 # ----------------------------------------------------------------------------------
+def _values(series):
+    """Ratings as float64, missing values (NaN, None, pd.NA) as NaN."""
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _n_not_finite(series):
+    return int((~np.isfinite(_values(series))).sum())
+
+
 def _encode_task(df, user_index, item_index, user_col, item_col, rating_col):
     u = user_index.get_indexer(df[user_col])
     i = item_index.get_indexer(df[item_col])
-    if rating_col is None:
-        r = np.ones(len(df), dtype=np.float64)
-    else:
-        r = df[rating_col].to_numpy(dtype=np.float64)
+    r = np.ones(len(df), dtype=np.float64) if rating_col is None else _values(df[rating_col])
     return u.astype(np.int64), i.astype(np.int64), r
 
 
@@ -206,7 +213,7 @@ class ALS(BaseEstimator):
         Record the objective after every iteration in ``loss_curve_`` (computed inside
         the item half-iteration's tasks: no extra pass).  It is the squared error (implicit:
         confidence-weighted, over all cells) plus the penalty, divided by the number of
-        ratings.
+        distinct (user, item) pairs.
     cache : 'auto', True or False, default='auto'
         Persist the shuffled user and item blocks on the cluster (``'auto'``: when they
         take less than ``dmlkit.cache-fraction`` of its memory), or rebuild them from the
@@ -282,7 +289,11 @@ class ALS(BaseEstimator):
         if self.duplicates not in ("auto",) + DUPLICATES:
             raise ValueError(f"duplicates must be one of {('auto',) + DUPLICATES}, got "
                              f"{self.duplicates!r}")
-        if str(self.dtype) not in ("float32", "float64"):
+        try:
+            dtype_ok = np.dtype(self.dtype).name in ("float32", "float64")
+        except TypeError:
+            dtype_ok = False
+        if not dtype_ok:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         for name in ("implicit", "nonnegative", "calculate_training_loss"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -290,10 +301,14 @@ class ALS(BaseEstimator):
                                  f"{getattr(self, name)!r}")
         check_cache_param(self.cache)
 
+    def _duplicates_policy(self):
+        if self.duplicates == "auto":
+            return "sum" if self.implicit else "mean"
+        return self.duplicates
+
     # ------------------------------------------------------------------ input
     def _as_frame(self, ratings, *, need_rating, what="ratings"):
-        """(dask DataFrame, rating column or None, id universe or None, the pandas frame
-        when the ratings are in memory or None)."""
+        """(pandas or dask DataFrame, rating column or None, id universe or None)."""
         universe = None
         if sp.issparse(ratings):
             coo = sp.coo_matrix(ratings)
@@ -301,19 +316,14 @@ class ALS(BaseEstimator):
             ratings = pd.DataFrame({self.user_col: coo.row.astype(np.int64),
                                     self.item_col: coo.col.astype(np.int64),
                                     self.rating_col: coo.data})
-        if isinstance(ratings, pd.DataFrame):
-            n_parts = max(1, min(32, len(ratings) // 250_000))
-            frame, local = dd.from_pandas(ratings, npartitions=n_parts, sort=False), ratings
-        elif isinstance(ratings, dd.DataFrame):
-            frame, local = ratings, None
-        else:
+        if not isinstance(ratings, (pd.DataFrame, dd.DataFrame)):
             raise TypeError(f"{what} must be a pandas or dask DataFrame of ({self.user_col}, "
                             f"{self.item_col}, {self.rating_col}) rows, or a scipy.sparse "
                             f"user x item matrix; got {type(ratings).__name__}")
-        cols = [str(c) for c in frame.columns]
-        missing = [c for c in (self.user_col, self.item_col) if c not in frame.columns]
+        cols = [str(c) for c in ratings.columns]
+        missing = [c for c in (self.user_col, self.item_col) if c not in ratings.columns]
         rating_col = self.rating_col
-        if rating_col not in frame.columns:
+        if rating_col not in ratings.columns:
             if need_rating:
                 missing.append(rating_col)
             rating_col = None
@@ -321,25 +331,25 @@ class ALS(BaseEstimator):
             raise ValueError(f"{what} is missing column(s) {missing}; it has columns {cols}. "
                              f"Set user_col / item_col / rating_col to the names used.")
         if rating_col is not None:
-            dt = frame[rating_col].dtype
+            dt = ratings[rating_col].dtype
             if not (pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)):
                 raise TypeError(f"{what}[{rating_col!r}] must be numeric, got dtype {dt}")
-        return frame, rating_col, universe, local
+        return ratings, rating_col, universe
 
-    def _scan(self, frame, rating_col, universe, local):
+    def _scan(self, src, rating_col, universe):
         """One pass: id counts (sorted ids) and value checks (in pandas when in memory)."""
-        src = frame if local is None else local
+        local = isinstance(src, pd.DataFrame)
         u, i = src[self.user_col], src[self.item_col]
         # split_out=1: a tree reduction to one partition (not a p2p shuffle)
-        kw = {} if local is not None else {"split_out": 1}
+        kw = {} if local else {"split_out": 1}
         todo = [u.value_counts(**kw), i.value_counts(**kw), u.isna().sum(), i.isna().sum(),
                 src.shape[0]]
         if rating_col is not None:
             r = src[rating_col]
-            finite = (np.isfinite(r) if local is not None
-                      else r.map_partitions(np.isfinite, meta=(rating_col, bool)))
-            todo += [(~finite).sum(), r.min()]
-        out = dask.compute(*todo) if local is None else todo
+            bad = _n_not_finite(r) if local else r.map_partitions(
+                lambda s: pd.Series([_n_not_finite(s)]), meta=(rating_col, "int64")).sum()
+            todo += [bad, r.min()]
+        out = todo if local else dask.compute(*todo)
         vc_u, vc_i, null_u, null_i, n = out[:5]
         if n == 0:
             raise ValueError("ratings is empty: ALS needs at least one rating")
@@ -375,23 +385,28 @@ class ALS(BaseEstimator):
     def _fit(self, ratings):
         self._check_params()
         t0 = time.perf_counter()
-        frame, rating_col, universe, local = self._as_frame(
-            ratings, need_rating=not self.implicit)
-        in_memory = local is not None
-        user_ids, item_ids, counts_u, counts_i = self._scan(frame, rating_col, universe, local)
+        src, rating_col, universe = self._as_frame(ratings, need_rating=not self.implicit)
+        in_memory = isinstance(src, pd.DataFrame)
+        user_ids, item_ids, counts_u, counts_i = self._scan(src, rating_col, universe)
         n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
         dtype = np.dtype(self.dtype)
-        duplicates = self.duplicates
-        if duplicates == "auto":
-            duplicates = "sum" if self.implicit else "mean"
+        duplicates = self._duplicates_policy()
 
         driver = Driver("als", cache=self.cache, verbose=self.verbose)
         user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
-        encode = dask.delayed(_encode_task, pure=True)
-        uidx = driver.shared(user_index, "user-ids")
-        iidx = driver.shared(item_index, "item-ids")
-        parts = [encode(p, uidx, iidx, self.user_col, self.item_col, rating_col)
-                 for p in frame.to_delayed()]
+        if in_memory:  # encoded here; the pieces enter the graph as data
+            codes = _encode_task(src, user_index, item_index, self.user_col, self.item_col,
+                                 rating_col)
+            cuts = np.linspace(0, len(src), max(1, min(32, len(src) // 250_000)) + 1)
+            cuts = cuts.astype(np.int64)
+            parts = [driver.shared(tuple(c[a:b] for c in codes), "ratings")
+                     for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        else:
+            encode = dask.delayed(_encode_task, pure=True)
+            uidx = driver.shared(user_index, "user-ids")
+            iidx = driver.shared(item_index, "item-ids")
+            parts = [encode(p, uidx, iidx, self.user_col, self.item_col, rating_col)
+                     for p in src.to_delayed()]
         # block ranges: about equal ratings per block, at least one block per thread
         n_ratings = int(counts_u.sum())
         n_blocks = max(driver.total_threads(),
@@ -438,7 +453,7 @@ class ALS(BaseEstimator):
                                             with_seen=False)
             del users, items, X_new
             if self.calculate_training_loss:
-                loss = self._finish_loss(loss, X, Y, seen[0], n_ratings)
+                loss = self._finish_loss(loss, X, Y, seen[0])
                 losses.append(loss)
                 bar.set_postfix(loss=f"{loss:.5g}")
             bar.update(1)
@@ -523,7 +538,8 @@ class ALS(BaseEstimator):
             seen = (indptr, np.concatenate([r[2][1] for r in results]))
         return X, loss, seen
 
-    def _finish_loss(self, item_side, X, Y, user_indptr, n_ratings):
+    def _finish_loss(self, item_side, X, Y, user_indptr):
+        n_pairs = int(user_indptr[-1])  # (user, item) pairs after merging duplicates
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         if self.implicit:
             XtX = X.T.astype(np.float64) @ X.astype(np.float64)
@@ -531,7 +547,7 @@ class ALS(BaseEstimator):
             total = item_side + float(np.sum(XtX * YtY)) + self.regularization * sq.sum()
         else:
             total = item_side + self.regularization * float(np.dot(np.diff(user_indptr), sq))
-        return float(total / max(1, n_ratings))
+        return float(total / max(1, n_pairs))
 
     # ------------------------------------------------------------------ predict
     def predict(self, pairs):
@@ -603,36 +619,34 @@ class ALS(BaseEstimator):
     def _fold_in(self, ratings, users):
         """Factors of the users in ``users`` found in ``ratings``, each solved once against
         the item factors (exact least squares); returns (ids, factors, seen CSR)."""
-        frame, rating_col, _, _ = self._as_frame(ratings, need_rating=not self.implicit,
-                                                 what="ratings")
+        src, rating_col, _ = self._as_frame(ratings, need_rating=not self.implicit,
+                                            what="ratings")
         cols = [self.user_col, self.item_col] + ([rating_col] if rating_col else [])
-        df = frame[cols].compute() if isinstance(ratings, dd.DataFrame) or sp.issparse(
-            ratings) else ratings[cols]
+        df = src[cols]
+        if isinstance(df, dd.DataFrame):
+            df = df.compute()
         df = df[df[self.user_col].isin(users)]
         i = self._item_index.get_indexer(df[self.item_col])
-        df = df[i >= 0].assign(_code=i[i >= 0])
-        r = (df[rating_col].to_numpy(dtype=np.float64) if rating_col
-             else np.ones(len(df)))
+        df, i = df[i >= 0], i[i >= 0]  # items unseen in fit have no factors: left out
+        r = _values(df[rating_col]) if rating_col else np.ones(len(df))
         if not np.isfinite(r).all():
             raise ValueError("ratings given for fold-in contain NaN or infinite values")
+        if self.implicit and r.size and r.min() < 0:
+            raise ValueError(f"implicit feedback needs ratings >= 0 (they are confidences "
+                             f"1 + alpha * r); the fold-in ratings have minimum {r.min()}")
         ids = pd.unique(df[self.user_col])
-        row = pd.Index(ids).get_indexer(df[self.user_col])
-        m = sp.csr_matrix((r, (row, df["_code"].to_numpy())),
-                          shape=(len(ids), len(self.item_ids_)))
-        m.sum_duplicates()
-        if self.duplicates in ("mean", "auto") and not self.implicit:
-            ones = sp.csr_matrix((np.ones_like(r), (row, df["_code"].to_numpy())),
-                                 shape=m.shape)
-            ones.sum_duplicates()
-            m.data = m.data / ones.data
-        m.sort_indices()
+        row = pd.Index(ids).get_indexer(df[self.user_col]).astype(np.int64)
+        # the same merge of duplicates as fit's shuffle
+        indptr, indices, data = _build_block(0, len(ids), False, self._duplicates_policy(),
+                                             (row, i.astype(np.int64), r))
+        m = sp.csr_matrix((len(ids), len(self.item_ids_)))
+        m.indptr, m.indices, m.data = indptr, indices, data
         K = get_kernels("recommendation", "numba")
         V = K.als_solve_rows_block(m.indptr, m.indices, m.data, self.item_factors_,
                                    reg=float(self.regularization), implicit=self.implicit,
                                    alpha=float(self.alpha), nonnegative=self.nonnegative,
                                    solver="cholesky")
-        return np.asarray(ids, dtype=object if len(ids) == 0 else None), V, (
-            m.indptr.astype(np.int64), m.indices.astype(np.int32))
+        return np.asarray(ids), V, (indptr, indices.astype(np.int32))
 
     def recommend(self, users, n=10, *, filter_seen=True, ratings=None):
         """Top-``n`` items for each of ``users`` (ids as in fit).
@@ -668,8 +682,8 @@ class ALS(BaseEstimator):
         seen_lists += [self._seen_indices[self._seen_indptr[c]:self._seen_indptr[c + 1]]
                        for c in codes]
         V = np.concatenate(V_parts)
-        ids = np.concatenate([np.asarray(p, dtype=object) for p in ids_parts]) \
-            if len(ids_parts) > 1 else ids_parts[0]
+        # pandas keeps the ids' dtype (int64 stays int64; mixed types become object)
+        ids = pd.concat([pd.Series(p) for p in ids_parts], ignore_index=True).to_numpy()
         # users in the order asked for
         pos = {u: j for j, u in enumerate(users.tolist() if hasattr(users, "tolist")
                                           else list(users))}
