@@ -1,0 +1,380 @@
+"""ALS seconds per iteration of dmlkit, implicit and Spark MLlib, measured in one run.
+
+How to run (from the repository root)::
+
+    # the full comparison: 10,000,000 ratings, 200,000 users x 20,000 items, both modes
+    .venv/bin/python asv_bench/compare_als.py
+
+    # a quicker one, explicit feedback only, then MovieLens 100k
+    .venv/bin/python asv_bench/compare_als.py --ratings 1000000 --users 20000 --items 2000 \\
+        --mode explicit
+    .venv/bin/python asv_bench/compare_als.py --data movielens
+
+    # options: --data synthetic,movielens  --mode explicit|implicit|both (--implicit)
+    #          --ratings --users --items --rank --noise --popularity (make_ratings)
+    #          --factors --regularization --alpha --cg-steps --iterations --repeats
+    #          --systems --seed --spark-memory --movielens PATH --data-dir --eval-users
+
+Systems (``--systems``; see ``benchmarks/recommendation.py`` for the details):
+
+- ``implicit``: ``implicit.cpu.als.AlternatingLeastSquares(num_threads=2)`` on a user x
+  item CSR (built before the timings), BLAS on one thread.  It gets ``C = 1 + alpha * r``
+  and ``alpha=1`` (its confidence is the stored value itself; dmlkit's and Spark's is
+  ``1 + alpha * r``).  Explicit mode: implicit has no ALS-WR; it runs its own objective
+  with the Cholesky solver (``use_cg=False``), the per-row work of ALS-WR, as a speed
+  reference only (no RMSE).  Implicit mode: its default CG solver, 3 steps as dmlkit.
+- ``dmlkit-threads``: ``dmlkit.recommendation.ALS`` on the pandas frame, no client.
+- ``dmlkit-localcluster``: the same on ``LocalCluster(n_workers=2, threads_per_worker=1)``
+  (processes), the training frame persisted there as a dask DataFrame beforehand.
+- ``spark``: ``pyspark.ml.recommendation.ALS`` on ``local[2]``, the training data read
+  from parquet and cached beforehand; the JVM starts before the timings.  Its ``fit`` is
+  eager: it returns once the factors are computed.  Skipped with a message without
+  pyspark or Java.
+
+All get the same ``factors``, ``regularization``, ``alpha``, iteration count and seed.
+Objectives: explicit feedback is ALS-WR in dmlkit and Spark (penalty scaled by each row's
+number of ratings).  Implicit feedback: dmlkit and implicit use the penalty as is; Spark
+scales it by the row's count too and solves each row exactly (Cholesky) instead of 3 CG
+steps, so its implicit fit is a different, heavier computation.
+
+Method.  Each system runs in its own child process (so its peak RSS is its own), in the
+order implicit, dmlkit-threads, dmlkit-localcluster, spark.  Before the timings: data
+conversion (CSR, persisted dask frame, cached Spark DataFrame), cluster or JVM start, a
+tiny warm-up fit (numba JIT, JVM JIT).  Then ``--repeats`` rounds of [fit with 1
+iteration, fit with ``--iterations``]; seconds per iteration = (min time of the long fit
+- min time of the 1-iteration fit) / (iterations - 1): what a fit does once (dmlkit's id
+scan and shuffle, Spark's blocking, implicit's transpose, result collection) cancels out.
+Whole-fit times are shown too.  Peak RSS is sampled every 10 ms over the child process
+and its children (dask workers, Spark's JVM) during the long fits; "+RSS" is the peak
+minus the RSS at the fit's start; "other" is the mean number of cores used by other
+processes on the machine meanwhile (above ~0.2 the timings are disturbed).  Quality is
+computed the same way from every system's factors: RMSE on the 10% held-out ratings
+(explicit; pairs with an id unseen in training left out) or precision@10 of the top-10
+unseen items for up to ``--eval-users`` held-out users (implicit).
+
+Generated data is cached as parquet (train and test) under ``--data-dir`` (default
+``DMLKIT_BENCH_DATA`` or ``asv_bench/.cache/``, git-ignored), keyed by the parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchmarks import recommendation as br  # noqa: E402
+from benchmarks.common import Benchmark, ResourceMonitor  # noqa: E402
+
+ORDER = ("implicit", "dmlkit-threads", "dmlkit-localcluster", "spark")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="synthetic",
+                   help="comma-separated: synthetic, movielens (default synthetic)")
+    p.add_argument("--mode", choices=("explicit", "implicit", "both"), default="both")
+    p.add_argument("--implicit", action="store_true", help="same as --mode implicit")
+    p.add_argument("--ratings", type=int, default=10_000_000)
+    p.add_argument("--users", type=int, default=200_000)
+    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--rank", type=int, default=br.PLANTED_RANK, help="planted rank")
+    p.add_argument("--noise", type=float, default=br.NOISE)
+    p.add_argument("--popularity", type=float, default=br.POPULARITY)
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--regularization", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--cg-steps", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=2, help="rounds per system (min kept)")
+    p.add_argument("--systems", default=",".join(ORDER),
+                   help=f"comma-separated, from {', '.join(ORDER)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spark-memory", default="8g", help="spark.driver.memory")
+    p.add_argument("--movielens", default=br.MOVIELENS, help="MovieLens ratings file")
+    p.add_argument("--data-dir", default=None, help="where generated data is cached")
+    p.add_argument("--eval-users", type=int, default=br.EVAL_USERS)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.implicit:
+        args.mode = "implicit"
+    args.modes = ["explicit", "implicit"] if args.mode == "both" else [args.mode]
+    args.datasets = [d.strip() for d in args.data.split(",") if d.strip()]
+    if set(args.datasets) - {"synthetic", "movielens"} or not args.datasets:
+        p.error("--data takes synthetic and/or movielens")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - set(ORDER)
+    if unknown:
+        p.error(f"unknown system(s) {sorted(unknown)}")
+    args.systems = [s for s in ORDER if s in systems]
+    if args.iterations < 2 or args.repeats < 1:
+        p.error("--iterations must be >= 2 (time per iteration is a difference of two fits) "
+                "and --repeats >= 1")
+    return args
+
+
+def datasets(args, announce=False):
+    """[(label, {mode: RatingsData})] in the order asked; generates and caches the data."""
+    out = []
+    for name in args.datasets:
+        if name == "synthetic":
+            per_mode = {}
+            for mode in args.modes:
+                t0 = time.perf_counter()
+                d = br.synthetic_data(mode == "implicit", args.ratings, args.users, args.items,
+                                      rank=args.rank, noise=args.noise,
+                                      popularity=args.popularity, seed=args.seed)
+                if announce:
+                    print(f"data ready in {time.perf_counter() - t0:.1f}s: "
+                          f"{os.path.basename(d.train_path)}", flush=True)
+                per_mode[mode] = d
+            out.append((f"synthetic {args.ratings:,} ratings, {args.users:,} users x "
+                        f"{args.items:,} items", per_mode))
+        else:
+            if br.movielens_paths(args.movielens, seed=args.seed) is None:
+                if announce:
+                    print(f"MovieLens skipped: {args.movielens} not found", flush=True)
+                continue
+            per_mode = {m: br.movielens_data(m == "implicit", args.movielens, seed=args.seed)
+                        for m in args.modes}
+            out.append((f"MovieLens ({os.path.basename(os.path.dirname(args.movielens))})",
+                        per_mode))
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# child: one system, every data set and mode
+# ----------------------------------------------------------------------------------
+def run_child(args):
+    warnings.simplefilter("ignore")
+    settings = br.ALSSettings(args.factors, args.regularization, args.alpha, args.seed,
+                              args.cg_steps)
+    timer = Benchmark.timer
+    results = []
+    system = args.child
+    t0 = time.perf_counter()
+    runner = br.make_runner(system, settings, args.spark_memory)
+    print(f"[{system}] started in {time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+    try:
+        for label, per_mode in datasets(args):
+            for mode, data in per_mode.items():
+                t0 = time.perf_counter()
+                runner.prepare(data)
+                print(f"[{system}] {label}, {mode}: prepared and warmed in "
+                      f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+                rec = {"system": system, "data": label, "mode": mode, "t1": [], "tN": [],
+                       "peak": [], "start": [], "other": [], "own": []}
+                model = None
+                for r in range(args.repeats):
+                    model = None
+                    gc.collect()
+                    t = timer()
+                    runner.fit(1)
+                    t1 = timer() - t
+                    gc.collect()
+                    with ResourceMonitor() as mon:
+                        t = timer()
+                        model = runner.fit(args.iterations)
+                        tn = timer() - t
+                    rec["t1"].append(t1)
+                    rec["tN"].append(tn)
+                    rec["peak"].append(mon.peak)
+                    rec["start"].append(mon.start)
+                    rec["other"].append(mon.other_cpu)
+                    rec["own"].append(mon.own_cpu)
+                    print(f"[{system}] {mode} round {r + 1}: fit(1) {t1:8.3f}s  "
+                          f"fit({args.iterations}) {tn:8.3f}s  -> "
+                          f"{(tn - t1) / (args.iterations - 1):7.3f} s/iteration  peak RSS "
+                          f"{mon.peak / 2**20:6.0f} MiB (+{(mon.peak - mon.start) / 2**20:.0f})"
+                          f"  other CPU {mon.other_cpu:.2f}  own CPU {mon.own_cpu:.2f}",
+                          flush=True)
+                U, V = runner.factors(model)
+                if mode == "explicit" and system == "implicit":
+                    rec["quality"] = None  # another objective: no RMSE to compare
+                elif data.implicit:
+                    rec["quality"] = ["p@10", br.precision_at_10(data, U, V, args.eval_users,
+                                                                 seed=args.seed)]
+                else:
+                    rec["quality"] = ["rmse", br.heldout_rmse(data, U, V)]
+                rec["describe"] = data.describe()
+                rec["baseline"] = baseline(data, args)
+                results.append(rec)
+                del model, U, V
+                runner.release()
+                data.release()
+    finally:
+        runner.close()
+    with open(args.out, "w") as f:
+        json.dump(results, f)
+
+
+def baseline(data, args):
+    """Quality of a model without factors: the training mean (RMSE) or the most popular
+    unseen items (precision@10)."""
+    n_u, n_i = len(data.user_ids), len(data.item_ids)
+    if data.implicit:
+        counts = np.bincount(data.codes()[3], minlength=n_i).astype(np.float32)
+        return ["p@10", br.precision_at_10(data, np.ones((n_u, 1), np.float32),
+                                           counts[:, None], args.eval_users, seed=args.seed)]
+    mean = float(data.train["rating"].mean())
+    return ["rmse", br.heldout_rmse(data, np.ones((n_u, 1), np.float32),
+                                    np.full((n_i, 1), mean, np.float32))]
+
+
+# ----------------------------------------------------------------------------------
+# parent: data, one child per system, the report
+# ----------------------------------------------------------------------------------
+def print_versions():
+    import dask
+    import distributed
+    import numba
+    import pandas
+    import psutil
+    import threadpoolctl
+
+    import dmlkit
+
+    vers = []
+    for mod in ("implicit", "pyspark"):
+        try:
+            vers.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            vers.append(f"{mod} not installed")
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True,
+                              timeout=60).stderr.splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        java = "java not found"
+    print(f"python {platform.python_version()}  ({platform.platform()})")
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"dmlkit {dmlkit.__version__} | {' | '.join(vers)} | {java}")
+    print(f"dask {dask.__version__} | distributed {distributed.__version__} | numba "
+          f"{numba.__version__} | numpy {np.__version__} | pandas {pandas.__version__}")
+    for lib in threadpoolctl.threadpool_info():
+        print(f"  {lib['user_api']}: {lib['internal_api']} {lib.get('version')} "
+              f"num_threads={lib['num_threads']}")
+
+
+def child_argv(args, system, out):
+    return [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--child", system,
+            "--out", out]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.data_dir:
+        os.environ["DMLKIT_BENCH_DATA"] = args.data_dir
+    if args.child:
+        run_child(args)
+        return
+    print_versions()
+    print(f"\nALS: factors={args.factors} regularization={args.regularization} "
+          f"alpha={args.alpha} cg_steps={args.cg_steps} iterations={args.iterations} "
+          f"seed={args.seed}; {args.repeats} round(s) per system, min kept\n", flush=True)
+    found = datasets(args, announce=True)
+    if not found:
+        print("no data to run on")
+        return
+    results = []
+    skipped = {}
+    for system in args.systems:
+        why = br.missing(system)
+        if why:
+            skipped[system] = why
+            print(f"\n== {system}: SKIPPED: {why}", flush=True)
+            continue
+        print(f"\n== {system}", flush=True)
+        fd, out = tempfile.mkstemp(suffix=".json", prefix=f"als-{system}-")
+        os.close(fd)
+        try:
+            t0 = time.perf_counter()
+            proc = subprocess.run(child_argv(args, system, out))
+            if proc.returncode != 0:
+                skipped[system] = f"failed (exit status {proc.returncode}; see its output)"
+                print(f"== {system}: FAILED with exit status {proc.returncode}", flush=True)
+                continue
+            with open(out) as f:
+                results += json.load(f)
+            print(f"== {system}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+        finally:
+            os.remove(out)
+    report(args, results, skipped)
+
+
+def _fmt(x, spec):
+    return "-" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def report(args, results, skipped):
+    n = args.iterations
+    print(f"\n\nALS, factors={args.factors}, regularization={args.regularization}, "
+          f"alpha={args.alpha}, {n} iterations; {args.repeats} round(s) per system.")
+    print(f"s/iter = (min fit({n}) - min fit(1)) / {n - 1}: one-time setup inside fit "
+          "cancels.  fit(N) s: whole fits (min).  Ratios are of s/iter (>1: slower).")
+    print("peak RSS: MiB over the system's process tree (data in memory, dask workers, "
+          "Spark's JVM); +RSS: peak minus the RSS at the fit's start; other: cores busy "
+          "with other processes.")
+    print("implicit (explicit mode) = implicit's HKV objective with its Cholesky solver: "
+          "a speed reference, no RMSE.  Spark (implicit mode) scales the penalty by counts "
+          "and solves rows exactly.")
+    groups = {}
+    for rec in results:
+        groups.setdefault((rec["data"], rec["mode"]), []).append(rec)
+    for (label, mode), recs in groups.items():
+        spi = {}
+        for rec in recs:
+            spi[rec["system"]] = (min(rec["tN"]) - min(rec["t1"])) / (n - 1)
+        ref_i, ref_s = spi.get("implicit"), spi.get("spark")
+        print(f"\n{label} -- {mode} feedback")
+        print(f"  {recs[0]['describe']}")
+        qname = "test RMSE" if mode == "explicit" else "precision@10"
+        head = (f"  {'system':<22} {'s/iter':>8} {'range':>15} {'/implicit':>9} {'/Spark':>7} "
+                f"{'fit(1) s':>9} {f'fit({n}) s':>9} {'peak RSS':>9} {'+RSS':>7} "
+                f"{'other':>6}  {qname}")
+        print(head)
+        print("  " + "-" * (len(head) - 2))
+        for rec in recs:
+            s = rec["system"]
+            per = [(tn - t1) / (n - 1) for t1, tn in zip(rec["t1"], rec["tN"], strict=True)]
+            name = s + (" (cholesky)" if s == "implicit" and mode == "explicit" else "")
+            q = rec["quality"]
+            grown = max(p - s0 for p, s0 in zip(rec["peak"], rec["start"], strict=True))
+            print(f"  {name:<22} {spi[s]:8.3f} {f'{min(per):.3f}..{max(per):.3f}':>15} "
+                  f"{_fmt(spi[s] / ref_i if ref_i else None, '9.2f'):>9} "
+                  f"{_fmt(spi[s] / ref_s if ref_s else None, '7.2f'):>7} "
+                  f"{min(rec['t1']):9.2f} {min(rec['tN']):9.2f} "
+                  f"{max(rec['peak']) / 2**20:9.0f} "
+                  f"{grown / 2**20:7.0f} "
+                  f"{np.mean(rec['other']):6.2f}  {'n/a' if q is None else f'{q[1]:.4f}'}")
+        b = recs[0]["baseline"]
+        what = "training mean" if b[0] == "rmse" else "most popular unseen items"
+        print(f"  (baseline without factors: {what} {b[1]:.4f})")
+
+        def ratio(a, b_, spi=spi):
+            if a in spi and b_ in spi:
+                print(f"  {a + ' / ' + b_:<42} {spi[a] / spi[b_]:6.2f}x")
+
+        ratio("dmlkit-threads", "implicit")
+        ratio("dmlkit-localcluster", "implicit")
+        ratio("spark", "dmlkit-threads")
+        ratio("spark", "dmlkit-localcluster")
+    for s, why in skipped.items():
+        print(f"\n{s}: skipped: {why}")
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
