@@ -60,6 +60,17 @@ Benchmarks per (system, mode):
   worker processes, Spark's JVM) during a fit, the training data held in memory included.
 - ``track_time_ratio_vs_implicit`` (:class:`ALSRatio`): the system's seconds per
   iteration over implicit's, both measured in one process, one after the other.
+- :class:`ALSMovieLens`, per (system, mode): ``track_seconds_per_iteration`` and
+  ``track_quality`` (test RMSE for explicit, precision@10 for implicit feedback).
+
+Every setup builds the system's input before the timings and runs a tiny warm-up fit
+(numba JIT, Spark's JVM).  asv measures in a fresh process per benchmark, and these
+machines are often shared: for figures to quote, ``asv_bench/compare_als.py`` runs
+every system in one go, several rounds, and prints the other processes' CPU use.
+
+On synthetic implicit data the precision@10 of every system is below the popularity
+baseline: ``make_ratings`` draws *which* items a user has from item popularity alone
+(the planted factors only set the counts), so it compares systems, not absolute skill.
 
 A smoke run::
 
