@@ -35,15 +35,26 @@ def _copy_function(fn, suffix):
     return new
 
 
+# Floating-point freedom of the hot numerical kernels: LLVM may reassociate sums (so a
+# dot product vectorises to the host's SIMD width) and fuse multiply-adds.  No flag
+# assumes NaN or inf away, so NaN checks still work.  The order of every sum is fixed by
+# the compiled code alone (never by the data, the chunking or the thread count): results
+# stay bit-identical across threads, blocks and workers of one CPU type; another
+# instruction set (AVX2 against AVX-512, x86 against ARM) may round differently.
+FAST_FLAGS = frozenset({"reassoc", "contract"})
+
+
 class BlockKernel:
     """A numba kernel compiled serial and parallel; call with ``n_threads=``."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, fastmath=False):
         self.py_func = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self.serial = numba.njit(nogil=True, cache=True)(_copy_function(fn, "_serial"))
-        self.parallel = numba.njit(nogil=True, cache=True, parallel=True)(
+        fm = set(fastmath) if fastmath else False
+        self.serial = numba.njit(nogil=True, cache=True, fastmath=fm)(
+            _copy_function(fn, "_serial"))
+        self.parallel = numba.njit(nogil=True, cache=True, parallel=True, fastmath=fm)(
             _copy_function(fn, "_parallel"))
 
     def __call__(self, *args, n_threads: int = 1):
@@ -59,9 +70,12 @@ class BlockKernel:
         return self.serial(*args)
 
 
-def block_kernel(fn):
-    """Decorator: ``@block_kernel`` makes a :class:`BlockKernel`."""
-    return BlockKernel(fn)
+def block_kernel(fn=None, *, fastmath=False):
+    """Decorator: ``@block_kernel`` (or ``@block_kernel(fastmath=FAST_FLAGS)``) makes a
+    :class:`BlockKernel`."""
+    if fn is None:
+        return lambda f: BlockKernel(f, fastmath)
+    return BlockKernel(fn, fastmath)
 
 
 @numba.njit(parallel=True, cache=False)

@@ -18,12 +18,16 @@ Solvers, per row, all accumulating in float64 (Y read in its own dtype):
 
 * ``"cholesky"``: A is formed (eight ratings per pass over it) and factorised
   A = U^T U by hand (blocked by four rows); a pivot below 1e-13 * max(diag A) is raised
-  to that floor, so a singular system (reg = 0 with fewer ratings than factors) gives a
-  finite answer rather than an error.
+  to that floor, so a singular system gives a finite answer rather than an error.
+  Explicit rows with fewer ratings n than factors k solve the n x n system
+  (Y_u Y_u^T + lam I) z = r instead and return x = Y_u^T z: the same solution for
+  lam > 0 at a fraction of the cost (n^2 k / 2 + n^3 / 3 against n k^2 + k^3 / 3), and
+  the minimum-norm fit of the ratings for lam = 0.
 * ``"cg"``: ``cg_steps`` conjugate-gradient steps warm-started from ``X0[u]`` (zeros
   without X0), as ``implicit``'s ``least_squares_cg``: A is never formed, A v = base v
-  + sum_i w_i (y_i . v) y_i + lam v; it stops early once the squared residual norm is
-  below 1e-20.
+  + sum_i w_i (y_i . v) y_i + lam v, four ratings per pass over v; the first residual
+  b - A x takes one pass over the ratings like a product.  It stops early once the
+  squared residual norm is below 1e-20.
 * ``nonnegative=True`` (any solver): min 1/2 x^T A x - b^T x subject to x >= 0 on the
   same (A, b), by projected coordinate descent (at most ``NNLS_SWEEPS`` cyclic sweeps
   over the k coordinates, starting from max(X0[u], 0) or 0, stopping once a sweep moves
@@ -36,7 +40,9 @@ Rows without ratings get x = 0 (the solution of (base + lam I) x = 0) whatever t
 solver.  Rows are solved in a fixed number of chunks of about equal work (a function
 of the block only) with work buffers allocated once per chunk; each row's arithmetic
 never depends on the chunking or on the thread count, so the serial and the parallel
-build give the same bits.
+build give the same bits.  The kernels are compiled with ``FAST_FLAGS`` (LLVM may
+reassociate sums so dot products vectorise, and fuse multiply-adds; see
+``dmlkit._core.numba_utils``): 2-3x faster CG, bit-identical on one CPU type.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from dmlkit._core.numba_utils import block_kernel, n_chunks_for
+from dmlkit._core.numba_utils import FAST_FLAGS, block_kernel, n_chunks_for
 from dmlkit.recommendation._kernels_xp import check_params
 
 NNLS_SWEEPS = 50
@@ -57,29 +63,20 @@ MIN_CHUNK_ROWS = 256  # each row is a k x k solve: far heavier than a k-means ro
 
 _SOLVERS = {"cholesky": 0, "cg": 1}
 
+# Helpers are compiled with the kernels' floating-point flags (numba applies a
+# function's own flags to its code, also when LLVM inlines it into the kernel).
+_jit = numba.njit(nogil=True, cache=True, fastmath=set(FAST_FLAGS))
 
-@numba.njit(nogil=True, cache=True)
+
+@_jit
 def _dot(u, v):
-    # u . v with four partial sums in a fixed order (same bits everywhere)
-    k = u.shape[0]
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    f = 0
-    while f + 4 <= k:
-        s0 += u[f] * v[f]
-        s1 += u[f + 1] * v[f + 1]
-        s2 += u[f + 2] * v[f + 2]
-        s3 += u[f + 3] * v[f + 3]
-        f += 4
-    while f < k:
-        s0 += u[f] * v[f]
-        f += 1
-    return (s0 + s1) + (s2 + s3)
+    s = 0.0
+    for f in range(u.shape[0]):
+        s += u[f] * v[f]
+    return s
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit
 def _weights(r, implicit, alpha):
     # (w, beta) of one rating: A += w y y^T, b += beta y
     if implicit:
@@ -88,13 +85,13 @@ def _weights(r, implicit, alpha):
     return 1.0, r
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit
 def _load(Y, i, dst):
     for a in range(dst.shape[0]):
         dst[a] = Y[i, a]
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit
 def _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam):
     # OUT A (k, k) = base + sum w y y^T + lam I; bv (k,) = sum beta y.  Eight ratings
     # per pass over A (one load and store of A per eight rank-one terms), then four,
@@ -177,7 +174,7 @@ def _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam)
         A[a, a] += lam
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit
 def _chol_solve(A, bv, x):
     # Solve A x = bv with A's upper triangle (overwritten by U, A = U^T U; bv by the
     # forward solve).  Pivots below PIVOT_FLOOR * max(diag) are raised to that floor.
@@ -232,44 +229,96 @@ def _chol_solve(A, bv, x):
         x[j] = (bv[j] - _dot(A[j, j + 1:], x[j + 1:])) / A[j, j]
 
 
-@numba.njit(nogil=True, cache=True)
-def _matvec(out, v, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv):
-    # out = A v without forming A: base v + sum w (y . v) y + lam v
+@_jit
+def _dual_solve(Abuf, bv, z, x, Y, indices, data, p0, p1, lam):
+    # Explicit feedback with n = p1 - p0 < k ratings: (Y_u^T Y_u + lam I) x = Y_u^T r is
+    # solved as x = Y_u^T z with (Y_u Y_u^T + lam I) z = r, an n x n system (the same
+    # solution: (Y^T Y + lam I) Y^T = Y^T (Y Y^T + lam I)).  It costs n^2 k / 2 + n^3 / 3
+    # against n k^2 + k^3 / 3 for the k x k system.  Abuf is a flat (k * k,) buffer.
+    n = p1 - p0
+    k = x.shape[0]
+    G = Abuf[:n * n].reshape((n, n))
+    for a in range(n):
+        ya = Y[indices[p0 + a]]
+        for b in range(a, n):
+            G[a, b] = _dot_y(ya, Y[indices[p0 + b]])
+        G[a, a] += lam
+        bv[a] = data[p0 + a]
+    _chol_solve(G, bv[:n], z[:n])
+    for f in range(k):
+        x[f] = 0.0
+    for a in range(n):
+        ya = Y[indices[p0 + a]]
+        za = z[a]
+        for f in range(k):
+            x[f] += za * np.float64(ya[f])
+
+
+@_jit
+def _dot_y(y, v):
+    # y . v with y a row of Y (its own dtype), accumulated in float64
+    s = 0.0
+    for a in range(v.shape[0]):
+        s += np.float64(y[a]) * np.float64(v[a])
+    return s
+
+
+@_jit
+def _residual_or_matvec(out, v, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, rhs):
+    # out = A v - rhs * b without forming A:
+    #   (base + lam I) v + sum_p (w_p (y_p . v) - rhs * beta_p) y_p
+    # rhs = 1 gives A x - b (CG's first residual, negated) in the same single pass over
+    # the ratings as a product; rhs = 0 gives A v.  Ratings go four at a time: four dot
+    # products, then one pass over ``out`` for four rows of Y.
     k = v.shape[0]
     for a in range(k):
         out[a] = lam * v[a]
     if implicit:
         for b in range(k):  # YtY symmetric: row b is column b
             vb = v[b]
+            row = YtY[b]
             for a in range(k):
-                out[a] += YtY[b, a] * vb
-    for p in range(p0, p1):
-        _load(Y, indices[p], yv)
-        w, _ = _weights(data[p], implicit, alpha)
-        s = w * _dot(yv, v)
+                out[a] += row[a] * vb
+    p = p0
+    while p + 4 <= p1:
+        y0 = Y[indices[p]]
+        y1 = Y[indices[p + 1]]
+        y2 = Y[indices[p + 2]]
+        y3 = Y[indices[p + 3]]
+        w0, c0 = _weights(data[p], implicit, alpha)
+        w1, c1 = _weights(data[p + 1], implicit, alpha)
+        w2, c2 = _weights(data[p + 2], implicit, alpha)
+        w3, c3 = _weights(data[p + 3], implicit, alpha)
+        s0 = w0 * _dot_y(y0, v) - rhs * c0
+        s1 = w1 * _dot_y(y1, v) - rhs * c1
+        s2 = w2 * _dot_y(y2, v) - rhs * c2
+        s3 = w3 * _dot_y(y3, v) - rhs * c3
         for a in range(k):
-            out[a] += s * yv[a]
+            out[a] += ((s0 * np.float64(y0[a]) + s1 * np.float64(y1[a]))
+                       + (s2 * np.float64(y2[a]) + s3 * np.float64(y3[a])))
+        p += 4
+    while p < p1:
+        y0 = Y[indices[p]]
+        w0, c0 = _weights(data[p], implicit, alpha)
+        s0 = w0 * _dot_y(y0, v) - rhs * c0
+        for a in range(k):
+            out[a] += s0 * np.float64(y0[a])
+        p += 1
 
 
-@numba.njit(nogil=True, cache=True)
-def _cg(x, r, pv, Ap, yv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, steps):
+@_jit
+def _cg(x, r, pv, Ap, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, steps):
     # ``steps`` CG steps on A x = b from x (in place), as implicit's least_squares_cg
     k = x.shape[0]
-    _matvec(r, x, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv)
-    for a in range(k):
+    _residual_or_matvec(r, x, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, 1.0)
+    for a in range(k):  # r = b - A x
         r[a] = -r[a]
-    for p in range(p0, p1):  # r = b - A x
-        _load(Y, indices[p], yv)
-        _, beta = _weights(data[p], implicit, alpha)
-        for a in range(k):
-            r[a] += beta * yv[a]
-    for a in range(k):
         pv[a] = r[a]
     rsold = _dot(r, r)
     if rsold < CG_EPS:
         return
     for _ in range(steps):
-        _matvec(Ap, pv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, yv)
+        _residual_or_matvec(Ap, pv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, 0.0)
         pap = _dot(pv, Ap)
         if not pap > 0.0:
             return
@@ -286,7 +335,7 @@ def _cg(x, r, pv, Ap, yv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, s
         rsold = rsnew
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit
 def _nnls(A, bv, x, g, M, c, xs, sweeps):
     # min 1/2 x^T A x - b^T x, x >= 0: projected coordinate descent from x (in place),
     # then an exact solve on the positive coordinates, kept if feasible.  A (k, k)
@@ -330,7 +379,7 @@ def _nnls(A, bv, x, g, M, c, xs, sweeps):
         x[a] = xs[a] if x[a] > 0.0 else 0.0
 
 
-@block_kernel
+@block_kernel(fastmath=FAST_FLAGS)
 def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, solver,
               cg_steps, nonneg, sweeps):
     # IN  indptr (n+1,) int64; indices (nnz,) int64 rows of Y; data (nnz,) float64;
@@ -344,7 +393,8 @@ def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, s
     has_x0 = X0.shape[0] > 0
     X = np.empty((n, k), dtype=Y.dtype)
     for ch in prange(n_chunks):
-        A = np.empty((k, k))
+        Abuf = np.empty(k * k)
+        A = Abuf.reshape((k, k))
         M = np.empty((k, k))
         Yq = np.empty((8, k))
         bv = np.empty(k)
@@ -369,18 +419,19 @@ def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, s
                     if not x[a] > 0.0:
                         x[a] = 0.0
                 _nnls(A, bv, x, r, M, pv, xs, sweeps)
+            elif solver == 0 and not implicit and p1 - p0 < k:
+                _dual_solve(Abuf, bv, xs, x, Y, indices, data, p0, p1, lam)
             elif solver == 0:
                 _form_system(A, bv, Yq, Y, YtY, indices, data, p0, p1, implicit, alpha, lam)
                 _chol_solve(A, bv, x)
             else:
-                _cg(x, r, pv, Ap, bv, YtY, Y, indices, data, p0, p1, implicit, alpha, lam,
-                    cg_steps)
+                _cg(x, r, pv, Ap, YtY, Y, indices, data, p0, p1, implicit, alpha, lam, cg_steps)
             for a in range(k):
                 X[u, a] = x[a]
     return X
 
 
-@block_kernel
+@block_kernel(fastmath=FAST_FLAGS)
 def _gram(Y, n_chunks):
     # IN Y (n, k)   OUT Y^T Y (k, k) float64: per-chunk sums combined in chunk order
     n, k = Y.shape
@@ -505,7 +556,7 @@ def _check_csr(indptr, indices, data, n_other):
                              f"values in [{lo}, {hi}]")
 
 
-@block_kernel
+@block_kernel(fastmath=FAST_FLAGS)
 def _loss_rows(indptr, indices, data, X, Y, implicit, alpha, bounds):
     # IN  CSR block; X (n, k) the block's rows' factors; Y (n_other, k)
     # OUT sum over stored entries of (r - x.y)^2 (explicit) or c (1 - x.y)^2 - (x.y)^2

@@ -168,15 +168,44 @@ def test_numba_threads_do_not_change_bits(kw, dtype, rng):
     np.testing.assert_array_equal(one, two)
 
 
-def test_serial_and_parallel_builds_identical(rng):
-    # the two builds called directly, whatever threads this machine grants
-    indptr, indices, data = random_csr(rng, 1200, 200, 20)
-    Y = rng.standard_normal((200, 8))
-    bounds = cpu._cost_bounds(indptr, 8, 4)
+@pytest.mark.parametrize("k", [8, 67])
+@pytest.mark.parametrize("implicit,solver", [(True, 0), (True, 1), (False, 0), (False, 1)],
+                         ids=["implicit-cholesky", "implicit-cg", "explicit-cholesky",
+                              "explicit-cg"])
+def test_serial_and_parallel_builds_identical(implicit, solver, k, rng):
+    # The two builds called directly, whatever threads this machine grants.  The kernels
+    # let LLVM reassociate sums (to vectorise them): the order must still be the same
+    # in both builds.  k = 67 has a remainder after any SIMD width; rows with fewer and
+    # with more ratings than k take both explicit paths (n x n and k x k systems).
+    indptr, indices, data = random_csr(rng, 1200, 200, 2 * k)
+    Y = rng.standard_normal((200, k)).astype(np.float32)
+    bounds = cpu._cost_bounds(indptr, k, 4)
     assert len(np.unique(bounds)) == 5
-    args = (indptr, indices.astype(np.int64), data, Y, Y.T @ Y, np.zeros((0, 8)), bounds,
-            REG, True, ALPHA, 0, 3, False, cpu.NNLS_SWEEPS)
+    X0 = rng.standard_normal((1200, k))
+    args = (indptr, indices.astype(np.int64), data, Y, cpu.gram(Y), X0, bounds,
+            REG, implicit, ALPHA, solver, 3, False, cpu.NNLS_SWEEPS)
     np.testing.assert_array_equal(cpu._als_rows.serial(*args), cpu._als_rows.parallel(*args))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_explicit_rows_with_fewer_ratings_than_factors(dtype, rng):
+    # Rows with n < k ratings are solved as an n x n system (x = Y_u^T z): the same
+    # solution as the k x k one, checked on both sides of n = k.
+    k = 64
+    counts = [1, 5, 63, 64, 65, 120]
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.concatenate([rng.choice(300, c, replace=False) for c in counts])
+    data = rng.uniform(0.5, 5.0, indptr[-1])
+    Y = rng.standard_normal((300, k)).astype(dtype)
+    X = cpu.als_solve_rows_block(indptr, indices, data, Y, reg=REG)
+    np.testing.assert_allclose(X, reference(indptr, indices, data, Y), **tol(dtype))
+    # reg = 0: the k x k system is singular, the n x n one gives the minimum-norm
+    # solution that fits the ratings exactly
+    X0 = cpu.als_solve_rows_block(indptr[:3], indices[:6], data[:6], Y, reg=0.0)
+    for u in range(2):
+        YI = Y[indices[indptr[u]:indptr[u + 1]]].astype(np.float64)
+        np.testing.assert_allclose(X0[u], np.linalg.pinv(YI) @ data[indptr[u]:indptr[u + 1]],
+                                   **tol(dtype))
 
 
 def kkt_violation(A, b, x):
