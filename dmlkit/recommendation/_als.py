@@ -167,6 +167,30 @@ def _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, dro
     return pred[known] if drop else pred
 
 
+def _squared_error_partition(df, X, Y, user_index, item_index, user_col, item_col,
+                             rating_col):
+    # (sum of squared errors, pairs scored, non-finite ratings) over the pairs whose ids
+    # were both seen in fit, as a one-row frame (so dask sums the partitions' rows)
+    pred = _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, True)
+    u = user_index.get_indexer(df[user_col])
+    i = item_index.get_indexer(df[item_col])
+    r = _values(df[rating_col])[(u >= 0) & (i >= 0)]
+    ok = np.isfinite(r)
+    e = r[ok] - pred[ok].astype(np.float64)
+    return pd.DataFrame({"sse": [float(e @ e)], "n": [int(ok.sum())],
+                         "n_bad": [int((~ok).sum())]})
+
+
+def _csr_take(indptr, indices, rows):
+    """Rows ``rows`` of a CSR pattern, in that order: (indptr, indices)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = indptr[rows + 1] - indptr[rows]
+    ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    src = np.repeat(indptr[rows] - ptr[:-1], counts) + np.arange(ptr[-1])
+    return ptr, indices[src]
+
+
 def _sorted_ids(counts: pd.Series) -> pd.Series:
     try:
         return counts.sort_index()
@@ -592,28 +616,38 @@ class ALS(BaseEstimator):
         ``cold_start``.  Implicit feedback: precision@10 of ``recommend`` for the users of
         ``ratings`` (seen training items filtered) against their interactions in it.
         """
-        from dmlkit.metrics import precision_at_k, rmse
+        from dmlkit.metrics import precision_at_k
 
         check_is_fitted(self, "user_factors_")
-        if isinstance(ratings, dd.DataFrame):
-            ratings = ratings.compute()
-        if not isinstance(ratings, pd.DataFrame):
+        if not isinstance(ratings, (pd.DataFrame, dd.DataFrame)):
             raise TypeError(f"ratings must be a pandas or dask DataFrame, got "
                             f"{type(ratings).__name__}")
         if self.implicit:
             self._check_pair_columns(ratings, "ratings")
-            recs = self.recommend(ratings[self.user_col].unique(), n=10)
+            users = ratings[self.user_col].unique()
+            if isinstance(users, dd.Series):
+                users = users.compute()
+            recs = self.recommend(np.asarray(users), n=10)
             return precision_at_k(recs, ratings, k=10, user_col=self.user_col,
                                   item_col=self.item_col)
         self._check_pair_columns(ratings, "ratings",
                                  [self.user_col, self.item_col, self.rating_col])
-        pred = _predict_partition(ratings, self.user_factors_, self.item_factors_,
-                                  self._user_index, self._item_index, self.user_col,
-                                  self.item_col, False)
-        keep = ~np.isnan(pred)
-        if not keep.any():
+        args = (self.user_factors_, self.item_factors_, self._user_index, self._item_index,
+                self.user_col, self.item_col, self.rating_col)
+        if isinstance(ratings, dd.DataFrame):
+            # one pass where the partitions are: only three numbers per partition return
+            keys = [dask.delayed(a, pure=True) for a in args[:4]]
+            sums = ratings.map_partitions(_squared_error_partition, *keys, *args[4:],
+                                          meta=_squared_error_partition(
+                                              ratings._meta, *args)).sum().compute()
+        else:
+            sums = _squared_error_partition(ratings, *args).sum()
+        if sums["n_bad"] > 0:
+            raise ValueError(f"ratings contain {int(sums['n_bad'])} NaN or infinite "
+                             f"rating(s) among the pairs to score")
+        if sums["n"] == 0:
             raise ValueError("no pair of ratings has both ids seen in fit; nothing to score")
-        return -rmse(ratings[self.rating_col].to_numpy(dtype=np.float64)[keep], pred[keep])
+        return -float(np.sqrt(sums["sse"] / sums["n"]))
 
     # ------------------------------------------------------------------ recommend
     def _fold_in(self, ratings, users):
@@ -665,37 +699,30 @@ class ALS(BaseEstimator):
         users = pd.unique(np.atleast_1d(np.asarray(users, dtype=object)
                                         if not isinstance(users, (np.ndarray, pd.Series,
                                                                   pd.Index)) else users))
-        V_parts, ids_parts, seen_lists = [], [], []
-        folded = set()
+        parts = []  # (ids, factors, seen CSR) of folded-in users, then of fit's users
+        rest = users
         if ratings is not None:
             ids_f, V_f, (ptr_f, idx_f) = self._fold_in(ratings, users)
-            folded = set(ids_f.tolist())
-            ids_parts.append(ids_f)
-            V_parts.append(V_f.astype(self.user_factors_.dtype))
-            seen_lists += [idx_f[ptr_f[j]:ptr_f[j + 1]] for j in range(len(ids_f))]
-        rest = np.array([u for u in users if u not in folded], dtype=object) if folded \
-            else np.asarray(users)
+            parts.append((ids_f, V_f.astype(self.user_factors_.dtype), ptr_f, idx_f))
+            rest = users[~pd.Index(users).isin(ids_f)]
         codes = self._user_index.get_indexer(rest)
         codes = codes[codes >= 0]
-        ids_parts.append(self.user_ids_[codes])
-        V_parts.append(self.user_factors_[codes])
-        seen_lists += [self._seen_indices[self._seen_indptr[c]:self._seen_indptr[c + 1]]
-                       for c in codes]
-        V = np.concatenate(V_parts)
+        parts.append((self.user_ids_[codes], self.user_factors_[codes],
+                      *_csr_take(self._seen_indptr, self._seen_indices, codes)))
         # pandas keeps the ids' dtype (int64 stays int64; mixed types become object)
-        ids = pd.concat([pd.Series(p) for p in ids_parts], ignore_index=True).to_numpy()
-        # users in the order asked for
-        pos = {u: j for j, u in enumerate(users.tolist() if hasattr(users, "tolist")
-                                          else list(users))}
-        order = np.argsort([pos[u] for u in ids.tolist()], kind="stable")
-        V, ids = V[order], np.asarray(ids)[order]
-        seen_lists = [seen_lists[j] for j in order]
+        ids = pd.concat([pd.Series(p[0]) for p in parts], ignore_index=True).to_numpy()
+        V = np.concatenate([p[1] for p in parts])
         ptr = indices = None
         if filter_seen:
-            ptr = np.zeros(len(seen_lists) + 1, dtype=np.int64)
-            np.cumsum([len(s) for s in seen_lists], out=ptr[1:])
-            indices = (np.concatenate(seen_lists) if seen_lists
-                       else np.zeros(0, np.int32))
+            offsets = np.cumsum([0] + [p[3].shape[0] for p in parts[:-1]])
+            ptr = np.concatenate([[0]] + [p[2][1:] + o
+                                          for p, o in zip(parts, offsets, strict=True)])
+            indices = np.concatenate([p[3] for p in parts])
+        # users in the order asked for
+        order = np.argsort(pd.Index(users).get_indexer(ids), kind="stable")
+        V, ids = V[order], ids[order]
+        if filter_seen:
+            ptr, indices = _csr_take(ptr, indices, order)
         return _recommend_partition(V, self.item_factors_, ids, self.item_ids_, ptr, indices,
                                     n, self.user_col, self.item_col)
 
@@ -727,12 +754,26 @@ class ALS(BaseEstimator):
                                     n, self.user_col, self.item_col)
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
+    def _unit_rows(self, side, F):
+        # F's rows scaled to unit norm (zero rows kept), computed once per factor matrix:
+        # the cache holds the matrix it was made from, so a refit or new factors renew it
+        cache = self.__dict__.setdefault("_unit_cache", {})
+        hit = cache.get(side)
+        if hit is None or hit[0] is not F:
+            norms = np.linalg.norm(F.astype(np.float64), axis=1)
+            norms[norms == 0] = 1.0
+            hit = cache[side] = (F, (F / norms[:, None]).astype(F.dtype))
+        return hit[1]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_unit_cache", None)  # derived from the factors: not pickled
+        return state
+
     def _similar(self, F, ids, index, query, n, col):
         codes = index.get_indexer(pd.Index(np.atleast_1d(np.asarray(query))))
         codes = codes[codes >= 0]
-        norms = np.linalg.norm(F.astype(np.float64), axis=1)
-        norms[norms == 0] = 1.0
-        G = (F / norms[:, None]).astype(F.dtype)
+        G = self._unit_rows(col, F)
         rows, cols, scores, rank = _top_n(G[codes], G, n, exclude=codes)
         return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
                              "score": scores, "rank": rank})

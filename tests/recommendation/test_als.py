@@ -574,6 +574,19 @@ def test_similar_are_cosines_without_the_query(fitted, side):
         np.testing.assert_allclose(g["score"], np.sort(cos)[::-1][:7], rtol=1e-10)
 
 
+def test_similar_follows_a_refit(ratings):
+    # the unit-norm rows are cached per factor matrix: a refit must not reuse them
+    m = als(iterations=2, random_state=0).fit(ratings)
+    first = m.similar_items(m.item_ids_[:3], n=4)
+    pd.testing.assert_frame_equal(m.similar_items(m.item_ids_[:3], n=4), first)
+    m.set_params(random_state=1, factors=3).fit(ratings)
+    fresh = als(iterations=2, random_state=1, factors=3).fit(ratings)
+    pd.testing.assert_frame_equal(m.similar_items(m.item_ids_[:3], n=4),
+                                  fresh.similar_items(m.item_ids_[:3], n=4))
+    assert not m.similar_items(m.item_ids_[:3], n=4).equals(first)
+    assert "_unit_cache" not in pickle.loads(pickle.dumps(m)).__dict__
+
+
 # ------------------------------------------------------------------ duplicates
 def test_duplicates_auto_is_mean_for_explicit_and_sum_for_implicit(ratings):
     # integer ratings: sums and means of duplicates are exact whatever the order
@@ -710,6 +723,18 @@ def test_score_explicit_is_minus_rmse_on_known_pairs(fitted, split):
                                                                                 rel=1e-12)
     with pytest.raises(ValueError, match="nothing to score"):
         fitted.score(unknown)
+    with pytest.raises(ValueError, match="nothing to score"):
+        fitted.score(dd.from_pandas(unknown, npartitions=1))
+    bad = scored.assign(**{R: scored[R].where(scored.index != 3, np.nan)})
+    for frame in (bad, dd.from_pandas(bad, npartitions=3)):
+        with pytest.raises(ValueError, match="1 NaN or infinite"):
+            fitted.score(frame)
+
+
+def test_score_implicit_on_dask_equals_pandas(fitted_implicit, implicit_ratings):
+    held = implicit_ratings.sample(n=500, random_state=1)
+    assert fitted_implicit.score(dd.from_pandas(held, npartitions=3)) == \
+        fitted_implicit.score(held)
 
 
 def test_score_implicit_is_precision_at_10(fitted_implicit, implicit_ratings):
