@@ -295,6 +295,16 @@ class FitThread(threading.Thread):
         finally:
             self.seconds = time.perf_counter() - t0
 
+    def finish_after_kill(self, proc: subprocess.Popen, client, n_left: int):
+        """Wait for the fit and check it succeeded although ``proc`` (a worker) was
+        SIGKILLed, and that ``n_left`` workers remain (none came back)."""
+        self.join(timeout=240)
+        assert not self.is_alive(), "the fit did not finish after the worker was killed"
+        if self.error is not None:
+            raise self.error
+        assert proc.poll() == -9
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == n_left
+
 
 def wait_for_passes(client, fit: FitThread, step, n_passes, timeout=120, poll=0.005):
     """Poll the scheduler until ``n_passes`` distinct passes of ``step`` have appeared.

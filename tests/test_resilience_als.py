@@ -38,12 +38,7 @@ def _reference(client, ratings, **kw):
 
 
 def _finish(fit, proc, client, ref):
-    fit.join(timeout=240)
-    assert not fit.is_alive(), "the fit did not finish after the worker was killed"
-    if fit.error is not None:
-        raise fit.error
-    assert proc.poll() == -9
-    assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+    fit.finish_after_kill(proc, client, n_left=2)
     np.testing.assert_array_equal(fit.est.user_factors_, ref.user_factors_)
     np.testing.assert_array_equal(fit.est.item_factors_, ref.item_factors_)
     np.testing.assert_array_equal(fit.est.user_ids_, ref.user_ids_)

@@ -44,11 +44,7 @@ def test_worker_killed_mid_sgd_fit_same_model(proc_cluster, cache):  # noqa: F81
         cluster.kill_worker(proc)
     finally:
         fit.join(timeout=240)
-    assert not fit.is_alive(), "the fit did not finish after the worker was killed"
-    if fit.error is not None:
-        raise fit.error
-    assert proc.poll() == -9
-    assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+    fit.finish_after_kill(proc, client, n_left=2)
     np.testing.assert_array_equal(fit.est.coef_, ref.coef_)
     np.testing.assert_array_equal(fit.est.intercept_, ref.intercept_)
     assert fit.est.t_ == ref.t_ and fit.est.n_iter_ == ref.n_iter_

@@ -9,8 +9,9 @@ column layout.  A block rebuilt after a lost worker is therefore the same bytes
 whatever order its pieces arrived in, and both layouts hold the same merged values.
 
 A block is a tuple ``(indptr, indices, data)``: int64 offsets over the block's rows
-(local row ``r`` is global row ``start + r``), int64 global ids of the other side,
-float64 values.  These are the arrays the ALS kernels read without a copy.
+(local row ``r`` is global row ``start + r``), global ids of the other side (int32 when
+every id of the block fits, else int64: 12 bytes per entry instead of 16), float64
+values.  These are the arrays the ALS kernels read without a copy.
 
 Duplicate (row, col) pairs are merged inside the block build, in that same fixed
 order: ``"sum"``, ``"mean"``, or ``"error"`` (a ValueError naming a duplicated pair).
@@ -22,6 +23,7 @@ import dask
 import numpy as np
 
 DUPLICATES = ("sum", "mean", "error")
+INT32_MAX = np.iinfo(np.int32).max
 
 
 def balanced_cuts(counts, n_blocks):
@@ -94,6 +96,8 @@ def build_block(start, stop, transpose, duplicates, *pieces):
     counts = np.bincount(major - start, minlength=stop - start)
     indptr = np.zeros(stop - start + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
+    if minor.shape[0] == 0 or minor.max() <= INT32_MAX:  # a function of the block alone
+        minor = minor.astype(np.int32)
     return indptr, np.ascontiguousarray(minor), np.ascontiguousarray(vals)
 
 

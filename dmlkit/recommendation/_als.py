@@ -49,7 +49,7 @@ from dmlkit.base import keep_state_on_error
 logger = logging.getLogger("dmlkit")
 
 COLD_START = ("nan", "drop")
-BYTES_PER_RATING = 16  # int64 index + float64 value, per layout
+BYTES_PER_RATING = 12  # int32 index + float64 value, per layout
 SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
 
 

@@ -382,7 +382,7 @@ def _nnls(A, bv, x, g, M, c, xs, sweeps):
 @block_kernel(fastmath=FAST_FLAGS)
 def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, solver,
               cg_steps, nonneg, sweeps):
-    # IN  indptr (n+1,) int64; indices (nnz,) int64 rows of Y; data (nnz,) float64;
+    # IN  indptr (n+1,) int64; indices (nnz,) int32/int64 rows of Y; data (nnz,) float64;
     #     Y (n_other, k) float32/64; YtY (k, k) float64 (read when implicit); X0 (n, k)
     #     float64 start or (0, k); bounds (n_chunks + 1,) chunk row boundaries;
     #     solver 0 = Cholesky, 1 = CG
@@ -482,6 +482,14 @@ def _as_factors(Y):
     return Y if Y.flags.c_contiguous else np.ascontiguousarray(Y)
 
 
+def _as_index(indices):
+    # int32 or int64 ids are read as they are (numba compiles both); others become int64
+    indices = np.asarray(indices)
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    return np.ascontiguousarray(indices)
+
+
 def _cost_bounds(indptr, k, n_chunks):
     # Chunk boundaries with about equal work (ratings plus a per-row solve), a function
     # of the block only.  Results never depend on them: rows are independent.
@@ -517,7 +525,7 @@ def als_solve_rows_block(indptr, indices, data, Y, *, reg, implicit=False, alpha
     k = Y.shape[1]
     solver = check_params(reg, alpha, solver, cg_steps, implicit)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    indices = _as_index(indices)
     data = np.ascontiguousarray(data, dtype=np.float64)
     n = indptr.shape[0] - 1
     _check_csr(indptr, indices, data, Y.shape[0])
@@ -596,7 +604,7 @@ def als_loss_block(indptr, indices, data, X, Y, *, implicit=False, alpha=1.0, n_
     Y = _as_factors(Y)
     X = np.ascontiguousarray(X, dtype=Y.dtype)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    indices = _as_index(indices)
     data = np.ascontiguousarray(data, dtype=np.float64)
     _check_csr(indptr, indices, data, Y.shape[0])
     n, k = indptr.shape[0] - 1, Y.shape[1]

@@ -95,3 +95,30 @@ def test_streamed_and_cached_fits_agree():
     a = dmlkit.KMeans(4, random_state=1, cache=True).fit(X)
     b = dmlkit.KMeans(4, random_state=1, cache=False).fit(X)
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_shuffle_block_is_sorted_merged_and_stores_int32_ids_when_they_fit():
+    from dmlkit._core.shuffle import build_block, shuffle_to_blocks
+
+    rows = np.array([2, 0, 2, 1, 0], dtype=np.int64)
+    cols = np.array([5, 3, 1, 3, 3], dtype=np.int64)
+    vals = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
+    # two pieces, duplicates (0, 3) merged in arrival order
+    indptr, indices, data = build_block(0, 3, False, "mean", (rows[:2], cols[:2], vals[:2]),
+                                        (rows[2:], cols[2:], vals[2:]))
+    np.testing.assert_array_equal(indptr, [0, 1, 2, 4])
+    assert indices.dtype == np.int32
+    np.testing.assert_array_equal(indices, [3, 3, 1, 5])
+    np.testing.assert_array_equal(data, [4.0, 4.0, 3.0, 1.0])
+    # the column layout of the same triples, through the lazy shuffle
+    _, by_col = shuffle_to_blocks([(rows, cols, vals)], [0, 3], [0, 6], duplicates="sum")
+    indptr, indices, data = by_col[0].compute()
+    np.testing.assert_array_equal(indptr, [0, 0, 1, 1, 3, 3, 4])
+    np.testing.assert_array_equal(indices, [2, 0, 1, 2])
+    np.testing.assert_array_equal(data, [3.0, 8.0, 4.0, 1.0])
+    # an id past int32 keeps the block's ids in int64
+    big = np.array([2**31 + 5], dtype=np.int64)
+    _, indices, _ = build_block(0, 1, False, "sum", (np.zeros(1, np.int64), big, vals[:1]))
+    assert indices.dtype == np.int64 and indices[0] == 2**31 + 5
+    with pytest.raises(ValueError, match="duplicate ratings"):
+        build_block(0, 3, False, "error", (rows, cols, vals))

@@ -187,6 +187,18 @@ def test_serial_and_parallel_builds_identical(implicit, solver, k, rng):
     np.testing.assert_array_equal(cpu._als_rows.serial(*args), cpu._als_rows.parallel(*args))
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(implicit=True)], ids=["explicit", "implicit"])
+def test_int32_and_int64_indices_give_the_same_bits(kw, rng):
+    # the shuffle stores int32 ids when they fit; the kernels read either without a copy
+    indptr, indices, data = random_csr(rng, 300, 100, 30)
+    Y = rng.standard_normal((100, 16)).astype(np.float32)
+    a = cpu.als_solve_rows_block(indptr, indices.astype(np.int32), data, Y, reg=REG, **kw)
+    b = cpu.als_solve_rows_block(indptr, indices.astype(np.int64), data, Y, reg=REG, **kw)
+    np.testing.assert_array_equal(a, b)
+    la = cpu.als_loss_block(indptr, indices.astype(np.int32), data, a, Y, **kw)
+    assert la == cpu.als_loss_block(indptr, indices.astype(np.int64), data, a, Y, **kw)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_explicit_rows_with_fewer_ratings_than_factors(dtype, rng):
     # Rows with n < k ratings are solved as an n x n system (x = Y_u^T z): the same
