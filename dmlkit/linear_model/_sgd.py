@@ -14,6 +14,7 @@ import warnings
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state, column_or_1d
@@ -173,14 +174,23 @@ def _check_init(value, shape, what):
     return arr.reshape(shape).copy()
 
 
+def _block_label_counts(y):
+    # hashing (pandas) instead of sorting: ~10x faster than np.unique on a block
+    vc = pd.Series(np.asarray(to_numpy(y))).value_counts(sort=False, dropna=False)
+    return vc.index.to_numpy(), vc.to_numpy()
+
+
 def _label_counts(blocks):
-    """Distinct labels of y and their counts, in one pass (dask or in-memory y)."""
+    """Distinct labels of y (sorted) and their counts, in one pass (dask or in-memory y):
+    each block counts its own labels, the client merges the small tables."""
     y = blocks.y
-    labels, counts = da.unique(y, return_counts=True) if blocks.lazy else np.unique(
-        y.compute(), return_counts=True)
-    if blocks.lazy:
-        labels, counts = dask.compute(labels, counts)
-    return np.asarray(labels), np.asarray(counts)
+    if not blocks.lazy:
+        return np.unique(y.compute(), return_counts=True)
+    count = dask.delayed(_block_label_counts, pure=True)
+    parts = dask.compute(*[count(b) for b in y.to_delayed().ravel()])
+    labels, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=np.concatenate([p[1] for p in parts]))
+    return labels, counts.astype(np.int64)
 
 
 
