@@ -6,6 +6,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from dask.delayed import Delayed
 
 import dmlkit
 from dmlkit._core.blocks import to_row_blocks
@@ -122,3 +123,13 @@ def test_shuffle_block_is_sorted_merged_and_stores_int32_ids_when_they_fit():
     assert indices.dtype == np.int64 and indices[0] == 2**31 + 5
     with pytest.raises(ValueError, match="duplicate ratings"):
         build_block(0, 3, False, "error", (rows, cols, vals))
+
+
+def test_small_nested_state_travels_inline_and_large_state_as_one_key():
+    d = Driver("test", None)
+    small = {"coef": np.zeros((1, 50)), "q": None, "t": 3.0, "pair": (np.ones(3), 1)}
+    assert d.shared(small) is small  # inside each task's arguments
+    big = {"coef": np.zeros((1, 2**16))}  # 512 KiB
+    assert isinstance(d.shared(big), Delayed)
+    assert isinstance(d.shared(pd.Index([1, 2])), Delayed)  # unknown types: a key
+    assert d.shared(np.zeros(4)).shape == (4,)
