@@ -90,7 +90,7 @@ def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen,
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         weight = np.ones_like(sq) if params["implicit"] else np.diff(indptr).astype(float)
         loss += params["reg"] * float(np.dot(weight, sq))
-    seen = (np.diff(indptr), indices.astype(np.int32)) if with_seen else None
+    seen = (np.diff(indptr), indices.astype(np.int32, copy=False)) if with_seen else None
     return X, loss, seen
 
 
@@ -171,12 +171,13 @@ def _squared_error_partition(df, X, Y, user_index, item_index, user_col, item_co
                              rating_col):
     # (sum of squared errors, pairs scored, non-finite ratings) over the pairs whose ids
     # were both seen in fit, as a one-row frame (so dask sums the partitions' rows)
-    pred = _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, True)
     u = user_index.get_indexer(df[user_col])
     i = item_index.get_indexer(df[item_col])
-    r = _values(df[rating_col])[(u >= 0) & (i >= 0)]
+    known = (u >= 0) & (i >= 0)
+    r = _values(df[rating_col])[known]
     ok = np.isfinite(r)
-    e = r[ok] - pred[ok].astype(np.float64)
+    u, i = u[known][ok], i[known][ok]
+    e = r[ok] - np.einsum("ij,ij->i", X[u], Y[i]).astype(np.float64)
     return pd.DataFrame({"sse": [float(e @ e)], "n": [int(ok.sum())],
                          "n_bad": [int((~ok).sum())]})
 
