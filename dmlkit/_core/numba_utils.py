@@ -14,6 +14,9 @@ import threading
 import types
 
 import numba
+from llvmlite import ir
+from numba.core import cgutils, types as nbtypes
+from numba.extending import intrinsic
 
 from dmlkit._core.client import local_threads
 
@@ -107,3 +110,28 @@ def n_chunks_for(n_rows: int, state_bytes: int, min_rows: int = 4096, max_chunks
     by_rows = max(1, n_rows // min_rows)
     by_mem = max(1, budget // max(1, state_bytes))
     return int(min(by_rows, max_chunks, by_mem))
+
+
+@intrinsic
+def prefetch(typingctx, arr, flat_index):
+    """``prefetch(a, i)`` inside a kernel: hint the CPU to load element ``i`` of the
+    C-contiguous array ``a`` (flat index) into cache; no effect on any value, and no
+    fault for an index past the end (a prefetch never faults).  For random reads whose
+    addresses are known a few iterations ahead (shuffled rows of a block)."""
+    if not (isinstance(arr, nbtypes.Array) and arr.layout == "C"
+            and isinstance(flat_index, nbtypes.Integer)):
+        return None
+    sig = nbtypes.void(arr, flat_index)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], nbtypes.intp)
+        ptr = builder.bitcast(builder.gep(ary.data, [i]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, keep in all cache levels, data cache
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen

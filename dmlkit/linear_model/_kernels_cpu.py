@@ -22,10 +22,11 @@ import numpy as np
 import scipy.sparse as sp
 from numba import prange
 
-from dmlkit._core.numba_utils import block_kernel
+from dmlkit._core.numba_utils import block_kernel, prefetch
 
 MAX_DLOSS = 1e12
 GATHER = 512  # rows copied in visiting order before they are used (see _sgd_epoch)
+PREFETCH_ROWS = 8  # how far ahead shuffled CSR rows are prefetched (_prefetch_csr_rows)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -127,6 +128,26 @@ def _dot_row(W, m, X, i):
     while f < d:
         s0 += W[m, f] * X[i, f]
         f += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _dot_sparse_row(W, m, data, indices, lo, hi):
+    # w_m . x over the row's stored entries lo:hi, four partial sums as _dot_row
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    k = lo
+    while k + 4 <= hi:
+        s0 += W[m, indices[k]] * data[k]
+        s1 += W[m, indices[k + 1]] * data[k + 1]
+        s2 += W[m, indices[k + 2]] * data[k + 2]
+        s3 += W[m, indices[k + 3]] * data[k + 3]
+        k += 4
+    while k < hi:
+        s0 += W[m, indices[k]] * data[k]
+        k += 1
     return (s0 + s1) + (s2 + s3)
 
 
@@ -265,6 +286,28 @@ def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, avg_coef, avg_intercept
     return W, b, U, Q, AW, AB, sumloss
 
 
+@numba.njit(nogil=True, cache=True)
+def _prefetch_csr_rows(order, ii, n_visit, indptr, data, indices, Y, sw, m, M):
+    # Shuffled CSR rows are chains of dependent cache misses (order -> indptr -> the
+    # row's entries), three times the cost of the updates themselves at 38 non-zeros
+    # per row.  Ask for them ahead: the row pointers, target and weight PREFETCH_ROWS
+    # rows ahead, and the entries of the row half as far ahead (its pointers arrived by
+    # then).  Prefetches change no value.
+    if ii + 2 * PREFETCH_ROWS < n_visit:
+        j = order[ii + 2 * PREFETCH_ROWS]
+        prefetch(indptr, j)
+        prefetch(Y, j * M + m)
+        prefetch(sw, j)
+    if ii + PREFETCH_ROWS < n_visit:
+        j = order[ii + PREFETCH_ROWS]
+        lo = indptr[j]
+        hi = indptr[j + 1]
+        for k in range(lo, hi, 64 // data.itemsize):
+            prefetch(data, k)
+        for k in range(lo, hi, 64 // indices.itemsize):
+            prefetch(indices, k)
+
+
 @block_kernel
 def _sgd_epoch_csr(data, indices, indptr, Y, sw, order, coef, intercept, u0, q0, avg_coef,
                    avg_intercept, pos_w, neg_w, loss_id, penalty_id, alpha, l1_ratio, eps,
@@ -292,14 +335,12 @@ def _sgd_epoch_csr(data, indices, indptr, Y, sw, order, coef, intercept, u0, q0,
         bm = b[m]
         abm = AB[m]
         for ii in range(n_visit):
+            _prefetch_csr_rows(order, ii, n_visit, indptr, data, indices, Y, sw, m, M)
             i = order[ii]
             lo = indptr[i]
             hi = indptr[i + 1]
             y = Y[i, m]
-            dot = 0.0
-            for k in range(lo, hi):
-                dot += W[m, indices[k]] * data[k]
-            p = dot * wscale + bm
+            p = _dot_sparse_row(W, m, data, indices, lo, hi) * wscale + bm
             if not math.isfinite(p):
                 sumloss[m] += np.nan
             if want_loss:

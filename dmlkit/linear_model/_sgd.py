@@ -118,8 +118,9 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     if run["shuffle"]:
         order = train[np.random.default_rng([int(seed), int(epoch), int(block)]).permutation(
             len(train))]
-    # q (the L1 penalty applied per feature) only exists with L1; it is not shipped else
-    q0 = state["q"] if state["q"] is not None else np.zeros_like(state["coef"])
+    # q (the L1 penalty applied per feature) only exists with L1; it is not shipped else,
+    # and the kernels never touch it then: an empty one saves a model-sized copy per task
+    q0 = state["q"] if state["q"] is not None else np.zeros((state["coef"].shape[0], 0))
     t, average = _step_units(params, run)
     if run["backend"] == "xp":
         K = get_kernels("linear_model", "xp")

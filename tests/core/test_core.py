@@ -133,3 +133,29 @@ def test_small_nested_state_travels_inline_and_large_state_as_one_key():
     assert isinstance(d.shared(big), Delayed)
     assert isinstance(d.shared(pd.Index([1, 2])), Delayed)  # unknown types: a key
     assert d.shared(np.zeros(4)).shape == (4,)
+
+
+def test_prefetch_changes_no_value_and_wants_a_contiguous_array():
+    import numba
+    from numba.core.errors import TypingError
+
+    from dmlkit._core.numba_utils import prefetch
+
+    @numba.njit
+    def gather_with_prefetch(a, order, ahead):
+        s = np.empty(order.shape[0])
+        for i in range(order.shape[0]):
+            if i + ahead < order.shape[0]:
+                prefetch(a, order[i + ahead])
+            prefetch(a, a.size + 1000)  # past the end: a hint, never a fault
+            s[i] = a.ravel()[order[i]]
+        return s
+
+    a = np.random.default_rng(0).random((300, 7))
+    order = np.random.default_rng(1).permutation(a.size)
+    expected = a.ravel()[order]
+    np.testing.assert_array_equal(gather_with_prefetch(a, order, 8), expected)
+    np.testing.assert_array_equal(gather_with_prefetch(a, order.astype(np.int32), 0), expected)
+    assert a[:, 0].flags.c_contiguous is False
+    with pytest.raises(TypingError, match="prefetch"):
+        gather_with_prefetch(a[:, ::2], order[:10] % 150, 1)
