@@ -21,6 +21,15 @@ distributed = pytest.importorskip("distributed")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+@pytest.fixture(autouse=True)
+def _on_the_cluster():
+    # 240k ratings would be solved in the client process by default (local-fit-bytes)
+    import dmlkit
+
+    with dmlkit.config_context(local_fit_bytes=0):
+        yield
+
+
 def _als(**kw):
     from dmlkit import ALS
 

@@ -43,13 +43,17 @@ class Driver:
         user and item blocks): the driver then runs and persists the graphs it is given.
     cache : 'auto', True or False
         Persist the blocks (keeping lineage) or stream them from their source each pass.
+    local : bool
+        Run here on dask's threaded scheduler, not on the active cluster.
     """
 
     def __init__(self, family: str, blocks: RowBlocks | None = None, *, cache="auto",
-                 verbose=0):
+                 verbose=0, local=False):
         check_cache_param(cache)
         self.family = family
-        self.client = get_client_or_none()
+        # local: this process's threads even with a cluster active (the caller computes
+        # under dask.config.set(scheduler="threads"))
+        self.client = None if local else get_client_or_none()
         self.retries = int(get_config("retries"))
         self.verbose = verbose
         self.blocks = blocks

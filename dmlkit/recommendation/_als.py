@@ -40,6 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
+from dmlkit._core.client import get_client_or_none
 from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
@@ -411,13 +412,28 @@ class ALS(BaseEstimator):
         self._check_params()
         t0 = time.perf_counter()
         src, rating_col, universe = self._as_frame(ratings, need_rating=not self.implicit)
+        scanned = self._scan(src, rating_col, universe)
+        n_ratings = int(scanned[2].sum())
+        local = (get_client_or_none() is not None and BYTES_PER_RATING * 2 * n_ratings
+                 <= dask.utils.parse_bytes(get_config("local-fit-bytes")))
+        if not local:
+            return self._fit_scanned(src, rating_col, scanned, t0, local=False)
+        # small: fetched once and solved here (see the local-fit-bytes setting)
+        logger.info("dmlkit-als: %d ratings, solved in this process (local-fit-bytes)",
+                    n_ratings)
+        if not isinstance(src, pd.DataFrame):
+            src = src[[c for c in (self.user_col, self.item_col, rating_col) if c]].compute()
+        with dask.config.set(scheduler="threads"):
+            return self._fit_scanned(src, rating_col, scanned, t0, local=True)
+
+    def _fit_scanned(self, src, rating_col, scanned, t0, *, local):
         in_memory = isinstance(src, pd.DataFrame)
-        user_ids, item_ids, counts_u, counts_i = self._scan(src, rating_col, universe)
+        user_ids, item_ids, counts_u, counts_i = scanned
         n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
         dtype = np.dtype(self.dtype)
         duplicates = self._duplicates_policy()
 
-        driver = Driver("als", cache=self.cache, verbose=self.verbose)
+        driver = Driver("als", cache=self.cache, verbose=self.verbose, local=local)
         user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
         if in_memory:  # encoded here; the pieces enter the graph as data
             codes = _encode_task(src, user_index, item_index, self.user_col, self.item_col,
@@ -734,7 +750,7 @@ class ALS(BaseEstimator):
         n = self._check_n(n)
         X, Y = self.user_factors_, self.item_factors_
         n_users = X.shape[0]
-        from dmlkit._core.client import get_client_or_none, total_threads
+        from dmlkit._core.client import total_threads
 
         per_part = max(256, SCORE_CHUNK // max(1, Y.shape[0]) * 4)
         per_part = min(per_part, max(256, -(-n_users // total_threads(get_client_or_none()))))

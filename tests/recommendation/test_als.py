@@ -258,23 +258,54 @@ def test_same_seed_same_bits_whatever_partitions_blocks_or_row_order(
     assert not np.array_equal(ref.user_factors_, other.user_factors_)
 
 
+def _als_keys(tasks):
+    return {t["key"] for t in tasks if str(t["key"]).startswith("dmlkit-als-")}
+
+
 def test_distributed_client_gives_the_same_bits(ratings):
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     kw = dict(dtype="float32", iterations=4)
     local = als(**kw).fit(ratings)
     local_imp = als(implicit=True, **kw).fit(ratings)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        dist = als(**kw).fit(dd.from_pandas(ratings, npartitions=4, sort=False))
-        dist_imp = als(implicit=True, **kw).fit(ratings)
+        # every fit on the cluster, however small (the default solves these here)
+        with dmlkit.config_context(local_fit_bytes=0), get_task_stream() as ts:
+            dist = als(**kw).fit(dd.from_pandas(ratings, npartitions=4, sort=False))
+            dist_imp = als(implicit=True, **kw).fit(ratings)
         assert len(client.scheduler_info()["workers"]) == 2
+        assert any("-users-" in str(k) for k in _als_keys(ts.data))
         recs = dist.recommend_all(n=4).compute().reset_index(drop=True)
         pred = dist.predict(dd.from_pandas(ratings, npartitions=3)).compute()
     same_factors(local, dist)
     same_factors(local_imp, dist_imp)
     pd.testing.assert_frame_equal(recs, local.recommend(local.user_ids_, n=4))
     np.testing.assert_array_equal(pred, local.predict(ratings))
+
+
+def test_small_fit_with_a_cluster_is_solved_here_with_the_same_bits(ratings):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    kw = dict(dtype="float32", iterations=3)
+    ref = als(**kw).fit(ratings)
+    ref_imp = als(implicit=True, **kw).fit(ratings)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster):
+        data = dd.from_pandas(ratings, npartitions=3, sort=False)
+        # 6000 ratings: far under the default local-fit-bytes
+        with get_task_stream() as ts:
+            small = als(**kw).fit(data)
+            small_imp = als(implicit=True, **kw).fit(ratings)
+        # the scan and the fetch ran on the cluster; no half-iteration did
+        assert ts.data and not _als_keys(ts.data)
+        with dmlkit.config_context(local_fit_bytes=12 * 2 * len(ratings) - 1), \
+                get_task_stream() as ts:
+            just_over = als(**kw).fit(data)
+        assert _als_keys(ts.data)
+    same_factors(ref, small)
+    same_factors(ref_imp, small_imp)
+    same_factors(ref, just_over)
 
 
 # ------------------------------------------------------------------ input forms
