@@ -15,7 +15,8 @@ import types
 
 import numba
 from llvmlite import ir
-from numba.core import cgutils, types as nbtypes
+from numba.core import cgutils
+from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
 from dmlkit._core.client import local_threads
