@@ -51,9 +51,10 @@ class Driver:
                  verbose=0, local=False):
         check_cache_param(cache)
         self.family = family
-        # local: this process's threads even with a cluster active (the caller computes
-        # under dask.config.set(scheduler="threads"))
         self.client = None if local else get_client_or_none()
+        # without a client: dask's default (threads, or a test's choice); local: threads
+        # here even where a distributed client is the default
+        self._scheduler = "threads" if local else None
         self.retries = int(get_config("retries"))
         self.verbose = verbose
         self.blocks = blocks
@@ -110,7 +111,7 @@ class Driver:
         if self.client is not None:
             done = iter(self.client.persist(present))
         else:
-            done = iter(dask.persist(*present))
+            done = iter(dask.persist(*present, scheduler=self._scheduler))
         return tuple(None if a is None else next(done) for a in arrays)
 
     # -- graph building ------------------------------------------------------------
@@ -168,14 +169,14 @@ class Driver:
         if self.client is not None:
             futures = self.client.compute(list(objs), retries=self.retries)
             return tuple(self.client.gather(futures))
-        return dask.compute(*objs)
+        return dask.compute(*objs, scheduler=self._scheduler)
 
     def submit(self, *objs):
         """Start computing Delayed objects: futures on a cluster (collect them with
         :meth:`gather`, or pass them to further tasks), the values without one."""
         if self.client is not None:
             return self.client.compute(list(objs), retries=self.retries)
-        return list(dask.compute(*objs))
+        return list(dask.compute(*objs, scheduler=self._scheduler))
 
     def gather(self, handles):
         """The values of :meth:`submit`'s handles, in order."""
@@ -187,7 +188,7 @@ class Driver:
         """Persist a list of Delayed (intermediate state with lineage)."""
         if self.client is not None:
             return list(self.client.persist(list(objs), retries=self.retries))
-        return list(dask.persist(*objs))
+        return list(dask.persist(*objs, scheduler=self._scheduler))
 
     def progress(self, total, desc):
         """A tqdm.auto progress bar when ``verbose`` (works in notebooks), else a no-op."""

@@ -423,8 +423,7 @@ class ALS(BaseEstimator):
                     n_ratings)
         if not isinstance(src, pd.DataFrame):
             src = src[[c for c in (self.user_col, self.item_col, rating_col) if c]].compute()
-        with dask.config.set(scheduler="threads"):
-            return self._fit_scanned(src, rating_col, scanned, t0, local=True)
+        return self._fit_scanned(src, rating_col, scanned, t0, local=True)
 
     def _fit_scanned(self, src, rating_col, scanned, t0, *, local):
         in_memory = isinstance(src, pd.DataFrame)
