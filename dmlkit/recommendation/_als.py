@@ -29,6 +29,7 @@ import logging
 import math
 import numbers
 import time
+import warnings
 
 import dask
 import dask.dataframe as dd
@@ -40,12 +41,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
-from dmlkit._core.client import get_client_or_none
+from dmlkit._core.client import compute, get_client_or_none, placed
 from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
 from dmlkit.base import keep_state_on_error
+from dmlkit.exceptions import DmlkitWarning
 
 logger = logging.getLogger("dmlkit")
 
@@ -103,10 +105,24 @@ def _gram_task(Y, n_threads=1):
     return get_kernels("recommendation", "numba").gram(Y, n_threads=n_threads)
 
 
-def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
+def twin_rows(F):
+    """(rows, first): the rows of ``F`` with the same bits as an earlier row, and that
+    earlier row.  Identical factors (items with identical ratings) must score the same,
+    and BLAS may round a product differently by where a row sits in the matrix."""
+    if F.shape[0] < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = np.ascontiguousarray(F).view(np.dtype((np.void, F.dtype.itemsize * F.shape[1])))
+    _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+    first = first[inverse.ravel()]
+    twins = np.flatnonzero(first != np.arange(F.shape[0]))
+    return twins, first[twins]
+
+
+def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=None):
     """Best ``n`` columns of ``V @ Y.T`` per row, ties to the lower column.
 
     ``seen_*`` (CSR over V's rows) and ``exclude`` (one column per row) are left out.
+    ``twins`` (:func:`twin_rows` of Y) get exactly their first twin's score.
     Returns flat (row, col, score, rank) arrays, rows in order, ranks from 1.
     """
     m, n_cols = V.shape[0], Y.shape[0]
@@ -115,6 +131,8 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
     for s in range(0, m, step):
         e = min(m, s + step)
         S = V[s:e] @ Y.T
+        if twins is not None and len(twins[0]):
+            S[:, twins[0]] = S[:, twins[1]]
         if seen_indptr is not None:
             lo, hi = seen_indptr[s], seen_indptr[e]
             rows = np.repeat(np.arange(e - s), np.diff(seen_indptr[s:e + 1]))
@@ -153,8 +171,8 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None):
 
 
 def _recommend_partition(V, Y, ids, item_ids, seen_indptr, seen_indices, n, user_col,
-                         item_col):
-    rows, cols, scores, rank = _top_n(V, Y, n, seen_indptr, seen_indices)
+                         item_col, twins=None):
+    rows, cols, scores, rank = _top_n(V, Y, n, seen_indptr, seen_indices, twins=twins)
     return pd.DataFrame({user_col: ids[rows], item_col: item_ids[cols], "score": scores,
                          "rank": rank})
 
@@ -375,7 +393,7 @@ class ALS(BaseEstimator):
             bad = _n_not_finite(r) if local else r.map_partitions(
                 lambda s: pd.Series([_n_not_finite(s)]), meta=(rating_col, "int64")).sum()
             todo += [bad, r.min()]
-        out = todo if local else dask.compute(*todo)
+        out = todo if local else compute(*todo)
         vc_u, vc_i, null_u, null_i, n = out[:5]
         if n == 0:
             raise ValueError("ratings is empty: ALS needs at least one rating")
@@ -403,6 +421,7 @@ class ALS(BaseEstimator):
         return universe[0], universe[1], counts[0], counts[1]
 
     # ------------------------------------------------------------------ fit
+    @placed
     def fit(self, ratings, y=None):
         """Factorise ``ratings`` (dask or pandas DataFrame, or scipy.sparse user x item)."""
         with keep_state_on_error(self):
@@ -422,7 +441,7 @@ class ALS(BaseEstimator):
         logger.info("dmlkit-als: %d ratings, solved in this process (local-fit-bytes)",
                     n_ratings)
         if not isinstance(src, pd.DataFrame):
-            src = src[[c for c in (self.user_col, self.item_col, rating_col) if c]].compute()
+            (src,) = compute(src[[c for c in (self.user_col, self.item_col, rating_col) if c]])
         return self._fit_scanned(src, rating_col, scanned, t0, local=True)
 
     def _fit_scanned(self, src, rating_col, scanned, t0, *, local):
@@ -590,6 +609,7 @@ class ALS(BaseEstimator):
         return float(total / max(1, n_pairs))
 
     # ------------------------------------------------------------------ predict
+    @placed
     def predict(self, pairs):
         """Predicted ratings (x_u . y_i) of the (user, item) rows of ``pairs``.
 
@@ -624,6 +644,7 @@ class ALS(BaseEstimator):
             raise ValueError(f"{what} is missing column(s) {missing}; it has columns "
                              f"{[str(c) for c in df.columns]}")
 
+    @placed
     def score(self, ratings, y=None):
         """Higher is better, as scikit-learn's model selection expects.
 
@@ -642,8 +663,11 @@ class ALS(BaseEstimator):
             self._check_pair_columns(ratings, "ratings")
             users = ratings[self.user_col].unique()
             if isinstance(users, dd.Series):
-                users = users.compute()
-            recs = self.recommend(np.asarray(users), n=10)
+                (users,) = compute(users)
+            users = np.asarray(users)
+            # users unseen in fit get no recommendations (and count as misses)
+            users = users[self._user_index.get_indexer(users) >= 0]
+            recs = self.recommend(users, n=10)
             return precision_at_k(recs, ratings, k=10, user_col=self.user_col,
                                   item_col=self.item_col)
         self._check_pair_columns(ratings, "ratings",
@@ -655,7 +679,8 @@ class ALS(BaseEstimator):
             keys = [dask.delayed(a, pure=True) for a in args[:4]]
             sums = ratings.map_partitions(_squared_error_partition, *keys, *args[4:],
                                           meta=_squared_error_partition(
-                                              ratings._meta, *args)).sum().compute()
+                                              ratings._meta, *args)).sum()
+            (sums,) = compute(sums)
         else:
             sums = _squared_error_partition(ratings, *args).sum()
         if sums["n_bad"] > 0:
@@ -673,9 +698,9 @@ class ALS(BaseEstimator):
                                             what="ratings")
         cols = [self.user_col, self.item_col] + ([rating_col] if rating_col else [])
         df = src[cols]
-        if isinstance(df, dd.DataFrame):
-            df = df.compute()
-        df = df[df[self.user_col].isin(users)]
+        df = df[df[self.user_col].isin(list(users))]
+        if isinstance(df, dd.DataFrame):  # only the rows of these users come here
+            (df,) = compute(df)
         i = self._item_index.get_indexer(df[self.item_col])
         df, i = df[i >= 0], i[i >= 0]  # items unseen in fit have no factors: left out
         r = _values(df[rating_col]) if rating_col else np.ones(len(df))
@@ -698,6 +723,7 @@ class ALS(BaseEstimator):
                                    solver="cholesky")
         return np.asarray(ids), V, (indptr, indices.astype(np.int32))
 
+    @placed
     def recommend(self, users, n=10, *, filter_seen=True, ratings=None):
         """Top-``n`` items for each of ``users`` (ids as in fit).
 
@@ -708,7 +734,8 @@ class ALS(BaseEstimator):
         users found there: their factors are solved from those ratings against the item
         factors (one least-squares solve), whether or not they were in fit, and their
         given items are the seen ones.  Users neither in fit nor in ``ratings`` get no
-        rows (as Spark's ``recommendForUserSubset``).
+        rows (as Spark's ``recommendForUserSubset``), with a ``DmlkitWarning`` naming
+        them unless ``cold_start='drop'``.
         """
         check_is_fitted(self, "user_factors_")
         n = self._check_n(n)
@@ -722,6 +749,14 @@ class ALS(BaseEstimator):
             parts.append((ids_f, V_f.astype(self.user_factors_.dtype), ptr_f, idx_f))
             rest = users[~pd.Index(users).isin(ids_f)]
         codes = self._user_index.get_indexer(rest)
+        unknown = rest[codes < 0]
+        if len(unknown) and self.cold_start != "drop":
+            warnings.warn(
+                f"{len(unknown)} of the {len(users)} users have no factors: they are not in "
+                "fit's ratings, nor with items seen in fit in `ratings` (e.g. "
+                f"{list(unknown[:5])}): they get no recommendations. "
+                "Pass their ratings as `ratings=` to fold them in, or set "
+                "cold_start='drop' to leave them out silently.", DmlkitWarning, stacklevel=2)
         codes = codes[codes >= 0]
         parts.append((self.user_ids_[codes], self.user_factors_[codes],
                       *_csr_take(self._seen_indptr, self._seen_indices, codes)))
@@ -740,8 +775,10 @@ class ALS(BaseEstimator):
         if filter_seen:
             ptr, indices = _csr_take(ptr, indices, order)
         return _recommend_partition(V, self.item_factors_, ids, self.item_ids_, ptr, indices,
-                                    n, self.user_col, self.item_col)
+                                    n, self.user_col, self.item_col,
+                                    self._twins("item", self.item_factors_))
 
+    @placed
     def recommend_all(self, n=10, *, filter_seen=True):
         """Top-``n`` items of every user as a dask DataFrame (columns as ``recommend``),
         one partition per range of users, computed where it is used."""
@@ -755,6 +792,7 @@ class ALS(BaseEstimator):
         per_part = min(per_part, max(256, -(-n_users // total_threads(get_client_or_none()))))
         y_key = dask.delayed(Y, pure=True)
         item_key = dask.delayed(self.item_ids_, pure=True)
+        twins = dask.delayed(self._twins("item", Y), pure=True)
         fn = dask.delayed(_recommend_partition, pure=True)
         parts = []
         for s in range(0, n_users, per_part):
@@ -765,7 +803,7 @@ class ALS(BaseEstimator):
                 ptr = self._seen_indptr[s:e + 1] - lo
                 idx = self._seen_indices[lo:hi]
             parts.append(fn(X[s:e], y_key, self.user_ids_[s:e], item_key, ptr, idx, n,
-                            self.user_col, self.item_col))
+                            self.user_col, self.item_col, twins))
         meta = _recommend_partition(X[:0], Y, self.user_ids_[:0], self.item_ids_, None, None,
                                     n, self.user_col, self.item_col)
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
@@ -781,19 +819,30 @@ class ALS(BaseEstimator):
             hit = cache[side] = (F, (F / norms[:, None]).astype(F.dtype))
         return hit[1]
 
+    def _twins(self, side, F):
+        # twin_rows(F), computed once per factor matrix (cached as _unit_rows)
+        cache = self.__dict__.setdefault("_twin_cache", {})
+        hit = cache.get(side)
+        if hit is None or hit[0] is not F:
+            hit = cache[side] = (F, twin_rows(F))
+        return hit[1]
+
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_unit_cache", None)  # derived from the factors: not pickled
+        state.pop("_twin_cache", None)
         return state
 
     def _similar(self, F, ids, index, query, n, col):
         codes = index.get_indexer(pd.Index(np.atleast_1d(np.asarray(query))))
         codes = codes[codes >= 0]
         G = self._unit_rows(col, F)
-        rows, cols, scores, rank = _top_n(G[codes], G, n, exclude=codes)
+        rows, cols, scores, rank = _top_n(G[codes], G, n, exclude=codes,
+                                          twins=self._twins(col, F))
         return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
                              "score": scores, "rank": rank})
 
+    @placed
     def similar_items(self, items, n=10):
         """The ``n`` items nearest each of ``items`` by cosine of their factors (the item
         itself left out).  Columns ``item_col``, ``similar_<item_col>``, ``score``,
@@ -802,6 +851,7 @@ class ALS(BaseEstimator):
         return self._similar(self.item_factors_, self.item_ids_, self._item_index, items,
                              self._check_n(n), self.item_col)
 
+    @placed
     def similar_users(self, users, n=10):
         """The ``n`` users nearest each of ``users`` by cosine of their factors."""
         check_is_fitted(self, "user_factors_")

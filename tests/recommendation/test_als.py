@@ -20,6 +20,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 import dmlkit
 from dmlkit.datasets import make_ratings
+from dmlkit.exceptions import DmlkitWarning
 from dmlkit.metrics import precision_at_k, rmse
 from dmlkit.recommendation import ALS
 
@@ -352,7 +353,8 @@ def test_string_ids_are_decoded_in_every_output(ratings):
     m = als(iterations=3).fit(named)
     assert sorted(m.user_ids_) == list(m.user_ids_) and "u12" in set(m.user_ids_)
     assert set(m.item_ids_) == {f"i{j}" for j in range(N_ITEMS)}
-    recs = m.recommend(["u12", "u3", "nobody"], n=5)
+    with pytest.warns(DmlkitWarning, match=r"1 of the 3 users .*\['nobody'\]"):
+        recs = m.recommend(["u12", "u3", "nobody"], n=5)
     assert recs[U].tolist() == ["u12"] * 5 + ["u3"] * 5
     assert set(recs[I]) <= set(m.item_ids_)
     assert recs[I].map(type).eq(str).all()
@@ -432,7 +434,8 @@ def test_recommend_layout_order_and_seen_items(fitted, split):
     train = split[0]
     users = [17, 3, 250, N_USERS + 100, 3]  # an unknown user and a repeat
     n = 6
-    recs = fitted.recommend(users, n=n)
+    with pytest.warns(DmlkitWarning, match=f"1 of the 4 users .*{N_USERS + 100}"):
+        recs = fitted.recommend(users, n=n)
     assert list(recs.columns) == [U, I, "score", "rank"]
     assert recs[U].tolist() == [17] * n + [3] * n + [250] * n  # order given, unknown gone
     seen = train.groupby(U)[I].agg(set)
@@ -450,7 +453,11 @@ def test_recommend_layout_order_and_seen_items(fitted, split):
     unfiltered = fitted.recommend([17], n=N_ITEMS, filter_seen=False)
     assert len(unfiltered) == N_ITEMS and seen[17] <= set(unfiltered[I])
     assert len(fitted.recommend([17], n=N_ITEMS)) == N_ITEMS - len(seen[17])
-    assert len(fitted.recommend([N_USERS + 100], n=3)) == 0
+    with pytest.warns(DmlkitWarning, match="get no recommendations"):
+        assert len(fitted.recommend([N_USERS + 100], n=3)) == 0
+    # cold_start='drop' asks for them to be left out: no warning (warnings are errors here)
+    dropping = copy.copy(fitted).set_params(cold_start="drop")
+    assert dropping.recommend(users, n=n).equals(recs)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         fitted.recommend([17], n=0)
 
@@ -546,7 +553,8 @@ def test_fold_in_rejects_negative_implicit_ratings(fitted_implicit):
 
 def test_fold_in_of_unknown_items_only_gives_no_rows(fitted):
     given = pd.DataFrame({U: [5000], I: [N_ITEMS + 3], R: [4.0]})
-    assert len(fitted.recommend([5000], ratings=given)) == 0
+    with pytest.warns(DmlkitWarning, match=r"\[5000\]"):
+        assert len(fitted.recommend([5000], ratings=given)) == 0
 
 
 @pytest.mark.parametrize("twin", [-1, 10_000], ids=["twin-first", "twin-last"])
