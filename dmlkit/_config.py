@@ -16,6 +16,10 @@ the ``DASK_DMLKIT__BLOCK_SIZE`` environment variable, a YAML file, or
   active: its scheduling would cost more than its work (MovieLens 100k: ~45 ms of
   scheduling per iteration on a 2-worker LocalCluster, 7-20 ms of work).  The factors
   are the same bits either way.  ``0`` sends every fit to the cluster.
+- ``wait-for-workers``: how long a fit waits for a cluster without workers to get one
+  (logged at WARNING), before it raises :class:`~dmlkit.exceptions.ClusterError`.
+- ``check-workers``: before a fit first uses a worker, check that it imports dmlkit with
+  the same dmlkit, dask, distributed, numba and NumPy versions as this process.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ DEFAULTS = {
         "backend": "auto",
         "cache-fraction": 0.5,
         "local-fit-bytes": "8MiB",
+        "wait-for-workers": "60s",
+        "check-workers": True,
     }
 }
 dask.config.update_defaults(DEFAULTS)

@@ -10,3 +10,8 @@ class DmlkitWarning(UserWarning):
 class ConvergenceWarning(DmlkitWarning, _SkConvergenceWarning):
     """A fit stopped before its convergence criterion was met (also a scikit-learn
     ``ConvergenceWarning``, so filters written for scikit-learn apply)."""
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot run dmlkit's tasks: no workers, or workers that cannot import
+    dmlkit or run other versions of dmlkit, dask, distributed, numba or NumPy."""

@@ -13,6 +13,12 @@ import dask
 import dask.array as da
 import numpy as np
 
+from dmlkit._core.client import compute
+
+
+def _count(items) -> int:
+    return sum(1 for _ in items)
+
 
 def _transform(transformer, part):
     return transformer.transform(part)
@@ -53,10 +59,10 @@ def transform_partitions(data, transformer, *, dtype=np.float64):
     meta = _empty_output(transformer)
     n_features = int(meta.shape[1])
     parts = data.to_delayed()
-    if hasattr(data, "map_partitions"):
-        lengths = data.map_partitions(len).compute()
-    else:  # a bag
-        lengths = data.map_partitions(lambda p: [sum(1 for _ in p)]).compute()
+    # counted on the parts themselves: a separately optimised row count can see another
+    # partitioning (dask fuses parquet row groups differently for fewer columns)
+    count = dask.delayed(len if hasattr(data, "map_partitions") else _count, pure=True)
+    lengths = compute(*[count(p) for p in parts])
     func = dask.delayed(_transform, pure=True)
     blocks = [da.from_delayed(func(transformer, p), shape=(int(n), n_features), dtype=dtype,
                               meta=meta[:0].astype(dtype))

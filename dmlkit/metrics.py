@@ -28,6 +28,9 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from dmlkit._core.blocks import _dask_from_dataframe, known_row_chunks
+from dmlkit._core.client import compute
+
 __all__ = ["map_at_k", "ndcg_at_k", "precision_at_k", "recall_at_k", "rmse"]
 
 _RANK = "rank"
@@ -42,7 +45,7 @@ def _as_vector(v, what):
     """A 1-d float64 vector: a dask array (known chunks) for dask input, else NumPy."""
     if dask.is_dask_collection(v):
         if hasattr(v, "to_dask_array"):  # dask Series / DataFrame
-            v = v.to_dask_array(lengths=True)
+            v, _ = _dask_from_dataframe(v, numeric=False)
         if not isinstance(v, da.Array):
             raise TypeError(f"{what} must be an array-like or a dask array/Series, "
                             f"got {type(v).__name__}.")
@@ -52,8 +55,7 @@ def _as_vector(v, what):
             raise ValueError(f"{what} must be 1-dimensional, got shape {v.shape}.")
         if v.dtype.kind not in "biuf":
             raise TypeError(f"{what} has dtype {v.dtype}; rmse needs numeric values.")
-        if any(math.isnan(c) for c in v.chunks[0]):
-            v = v.compute_chunk_sizes()
+        (v,) = known_row_chunks(v)
         return v.astype(np.float64) if v.dtype != np.float64 else v
     try:
         arr = np.asarray(v, dtype=np.float64)
@@ -137,7 +139,7 @@ def rmse(y_true, y_pred, *, sample_weight=None):
         parts.update(sum_w=w.sum(), bad_w=(~xp.isfinite(w)).sum(), neg_w=(w < 0).sum(),
                      pos_w=(w > 0).sum())
     if lazy is not None:
-        parts = dict(zip(parts, dask.compute(*parts.values()), strict=True))
+        parts = dict(zip(parts, compute(*parts.values()), strict=True))
 
     if parts["nan_pred"]:
         raise _nan_prediction_error(int(parts["nan_pred"]))
@@ -313,7 +315,7 @@ def _mean_over_users(recommendations, relevant, k, user_col, item_col, score):
     stats, k = _ranking_stats(recommendations, relevant, k, user_col, item_col)
     if dask.is_dask_collection(stats):
         per_user = stats.map_partitions(score, k, meta=pd.Series([], dtype=np.float64))
-        total, n_users = dask.compute(per_user.sum(), per_user.count())
+        total, n_users = compute(per_user.sum(), per_user.count())
     else:
         per_user = score(stats, k)
         total, n_users = per_user.sum(), len(per_user)

@@ -111,14 +111,16 @@ class ProcCluster:
             self.add_worker()
         return self
 
-    def add_worker(self):
+    def add_worker(self, extra_args=()):
+        """Start one more worker; ``extra_args`` go to ``dask worker`` (e.g. a preload)."""
         i = len(self.workers)
         wdir = self.tmpdir / f"worker-{i}"
         wdir.mkdir()
         proc = self._popen(
             [DASK, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-nanny",
              "--no-dashboard", "--host", HOST, "--memory-limit", str(self.memory_limit),
-             "--local-directory", str(wdir), "--death-timeout", "60", "--name", f"w{i}"],
+             "--local-directory", str(wdir), "--death-timeout", "60", "--name", f"w{i}",
+             *extra_args],
             f"worker-{i}")
         self.workers.append(proc)
         return proc

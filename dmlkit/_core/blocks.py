@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 from sklearn.utils.validation import validate_data
 
 from dmlkit._config import get_config
-from dmlkit._core.client import get_client_or_none, total_threads
+from dmlkit._core.client import compute, get_client_or_none, total_threads
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -116,7 +116,7 @@ def estimate_nbytes(X: da.Array) -> float:
     if not is_sparse_blocks(X):
         return float(X.nbytes)
     # only the block's byte count comes back, not the block
-    stored = dask.delayed(_stored_bytes)(X.to_delayed().ravel()[0]).compute()
+    (stored,) = compute(dask.delayed(_stored_bytes)(X.to_delayed().ravel()[0]))
     return stored * X.shape[0] / max(1, X.chunks[0][0])
 
 
@@ -174,19 +174,66 @@ def check_finite_result(*values, what="X"):
             raise ValueError(f"Input {what} contains NaN or infinity.")
 
 
-def _dask_from_dataframe(X):
-    """dask dataframe -> (dask array with known chunks, feature names)."""
+def _dask_from_dataframe(X, numeric=True):
+    """dask dataframe (or series) -> (dask array, feature names); ``numeric=False`` (a
+    target) lets non-numeric columns through.
+
+    The array's row chunks are left unknown here and measured on the array itself
+    (:func:`known_row_chunks`).  ``to_dask_array(lengths=True)`` counts rows on a
+    separately optimised graph: with parquet and selected columns, dask fuses a
+    different number of files or row groups into a partition for the row count than
+    for the data, and the counts do not match the blocks.
+    """
     import pandas as pd
 
-    names = np.asarray([str(c) for c in X.columns], dtype=object)
-    bad = [str(c) for c, t in X.dtypes.items()
+    frame = X.to_frame() if X.ndim == 1 else X
+    names = np.asarray([str(c) for c in frame.columns], dtype=object)
+    bad = [str(c) for c, t in frame.dtypes.items()
            if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t))]
-    if bad:
+    if bad and numeric:
         raise TypeError(f"dask dataframe has non-numeric column(s) {bad}; dmlkit needs numeric "
                         "features (encode categorical or string columns first).")
-    if any(not isinstance(c, str) for c in X.columns):
+    if any(not isinstance(c, str) for c in frame.columns):
         names = None  # scikit-learn only records feature names when all are strings
-    return X.to_dask_array(lengths=True), names
+    # nullable extension dtypes (Float64, Int64, boolean) become NumPy floats, <NA> as
+    # NaN (then refused as missing values like any NaN), instead of an object array
+    ext = {c: _numpy_dtype(t) for c, t in frame.dtypes.items()
+           if isinstance(t, pd.api.extensions.ExtensionDtype) and str(c) not in bad}
+    if ext:
+        X = X.astype(next(iter(ext.values()))) if X.ndim == 1 else X.astype(ext)
+    return X.to_dask_array(), names
+
+
+def _numpy_dtype(t):
+    """The NumPy dtype a nullable (extension) numeric column is fitted as."""
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(t) and np.dtype(t.numpy_dtype) == np.float32:
+        return np.float32
+    return np.float64
+
+
+def known_row_chunks(*arrays):
+    """The arrays with their unknown row-chunk sizes measured, in one computation.
+
+    Each block's row count is measured on the array's own graph, so it matches its
+    blocks whatever dask fused into them.
+    """
+    todo = [i for i, a in enumerate(arrays) if any(math.isnan(c) for c in a.chunks[0])]
+    if not todo:
+        return arrays
+    counts = compute(*[[dask.delayed(_n_rows)(b) for b in arrays[i].to_delayed().ravel()]
+                       for i in todo])
+    out = list(arrays)
+    for i, rows in zip(todo, counts, strict=True):
+        a = arrays[i]
+        chunks = (tuple(int(r) for r in rows),) + a.chunks[1:]
+        out[i] = da.Array(a.dask, a.name, chunks, meta=a._meta)
+    return tuple(out)
+
+
+def _n_rows(block) -> int:
+    return int(block.shape[0])
 
 
 def _validate_dask_array(X, dtype, what="X", check_finite=True):
@@ -199,8 +246,7 @@ def _validate_dask_array(X, dtype, what="X", check_finite=True):
     if kind not in "biuf":
         raise TypeError(f"{what} has dtype {X.dtype}; dmlkit needs numeric input "
                         "(encode categorical or string data first).")
-    if any(math.isnan(c) for c in X.chunks[0]):
-        X = X.compute_chunk_sizes()
+    (X,) = known_row_chunks(X)
     if X.shape[0] == 0:
         raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
                          "is required.")
@@ -229,13 +275,12 @@ def _vector_blocks(v, X, what, dtype=None, check_finite=True):
     n = X.shape[0]
     if is_dask_collection(v):
         if hasattr(v, "to_dask_array"):  # dask series / dataframe
-            v = v.to_dask_array(lengths=True)
+            v, _ = _dask_from_dataframe(v, numeric=False)
         if v.ndim == 2 and v.shape[1] == 1:
             v = v[:, 0]
         if v.ndim != 1:
             raise ValueError(f"{what} must be 1-dimensional, got shape {v.shape}.")
-        if any(math.isnan(c) for c in v.chunks[0]):
-            v = v.compute_chunk_sizes()
+        (v,) = known_row_chunks(v)
         if v.shape[0] != n:
             raise ValueError(f"{what} has {v.shape[0]} rows but X has {n}; they must be aligned.")
         if v.chunks[0] != X.chunks[0]:

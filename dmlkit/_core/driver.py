@@ -17,7 +17,12 @@ import numpy as np
 
 from dmlkit._config import get_config
 from dmlkit._core.blocks import RowBlocks, estimate_nbytes
-from dmlkit._core.client import get_client_or_none, total_memory, total_threads
+from dmlkit._core.client import (
+    get_client_or_none,
+    local_scheduler,
+    total_memory,
+    total_threads,
+)
 from dmlkit._core.reduce import tree_reduce, tree_reduce_local
 
 logger = logging.getLogger("dmlkit")
@@ -44,7 +49,8 @@ class Driver:
     cache : 'auto', True or False
         Persist the blocks (keeping lineage) or stream them from their source each pass.
     local : bool
-        Run here on dask's threaded scheduler, not on the active cluster.
+        Run here on dask's threaded scheduler, not on the active cluster (inside a
+        task: in the task's own thread).
     """
 
     def __init__(self, family: str, blocks: RowBlocks | None = None, *, cache="auto",
@@ -53,8 +59,9 @@ class Driver:
         self.family = family
         self.client = None if local else get_client_or_none()
         # without a client: dask's default (threads, or a test's choice); local: threads
-        # here even where a distributed client is the default
-        self._scheduler = "threads" if local else None
+        # here even where a distributed client is the default; inside a task: that
+        # task's thread (see dmlkit._core.client)
+        self._scheduler = local_scheduler() or ("threads" if local else None)
         self.retries = int(get_config("retries"))
         self.verbose = verbose
         self.blocks = blocks

@@ -159,3 +159,13 @@ def test_prefetch_changes_no_value_and_wants_a_contiguous_array():
     assert a[:, 0].flags.c_contiguous is False
     with pytest.raises(TypingError, match="prefetch"):
         gather_with_prefetch(a[:, ::2], order[:10] % 150, 1)
+
+
+def test_import_dmlkit_gives_its_submodules():
+    # the README's snippets use dmlkit.datasets / dmlkit.metrics after `import dmlkit`
+    import subprocess
+    import sys
+
+    code = ("import dmlkit; dmlkit.datasets.make_blobs; dmlkit.metrics.rmse; "
+            "dmlkit.feature_extraction.transform_partitions; dmlkit.exceptions.ClusterError")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
