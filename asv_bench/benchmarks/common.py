@@ -214,7 +214,7 @@ class DaskCluster:
         self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                     processes=processes, dashboard_address=None,
                                     # no dashboard; its bare HTTP server on a free port
-                                    scheduler_kwargs={"dashboard_address": ":0"},
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                     silence_logs=logging.WARNING)
         self.client = Client(self.cluster, set_as_default=False)
         self.client.wait_for_workers(n_workers, timeout=120)

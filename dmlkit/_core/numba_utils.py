@@ -82,7 +82,7 @@ def block_kernel(fn=None, *, fastmath=False):
     return BlockKernel(fn, fastmath)
 
 
-@numba.njit(parallel=True, cache=False)
+@numba.njit(parallel=True, cache=True)  # cached: a parallel compile costs ~1 s a process
 def _probe(n):  # pragma: no cover - trivial
     s = 0
     for i in numba.prange(n):

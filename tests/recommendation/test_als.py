@@ -270,7 +270,7 @@ def test_distributed_client_gives_the_same_bits(ratings):
     local = als(**kw).fit(ratings)
     local_imp = als(implicit=True, **kw).fit(ratings)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         # every fit on the cluster, however small (the default solves these here)
         with dmlkit.config_context(local_fit_bytes=0), get_task_stream() as ts:
             dist = als(**kw).fit(dd.from_pandas(ratings, npartitions=4, sort=False))
@@ -292,7 +292,7 @@ def test_small_fit_with_a_cluster_is_solved_here_with_the_same_bits(ratings):
     ref = als(**kw).fit(ratings)
     ref_imp = als(implicit=True, **kw).fit(ratings)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster):
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
         data = dd.from_pandas(ratings, npartitions=3, sort=False)
         # 6000 ratings: far under the default local-fit-bytes
         with get_task_stream() as ts:
