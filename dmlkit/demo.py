@@ -17,6 +17,9 @@ def main(argv=None):
     parser.add_argument("--clusters", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--block-rows", type=int, default=500_000)
+    parser.add_argument("--dashboard", action="store_true",
+                        help="print the dashboard's address (on 127.0.0.1) and keep the "
+                             "cluster open until Enter is pressed")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
@@ -31,8 +34,13 @@ def main(argv=None):
           f"({X.nbytes / 2**20:.0f} MiB in {n_blocks} blocks of {args.block_rows:,} rows), "
           f"{args.clusters} clusters")
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        print(f"LocalCluster with {args.workers} workers; dashboard: {client.dashboard_link}")
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        print(f"LocalCluster of {args.workers} single-thread worker processes on 127.0.0.1")
+        if args.dashboard:
+            print(f"dashboard: {client.dashboard_link}")
+        print("The first run on this machine compiles dmlkit's numba kernels in each worker "
+              "(10-20 s); they are cached on disk, and later runs load them in about a "
+              "second.")
         t0 = time.perf_counter()
         km = dmlkit.KMeans(args.clusters, random_state=0, verbose=1).fit(X)
         elapsed = time.perf_counter() - t0
@@ -43,6 +51,11 @@ def main(argv=None):
                                    verbose=1).fit(X, y)
         sgd_elapsed = time.perf_counter() - t1
         acc = float((sgd.predict(X[:200_000]) == y[:200_000]).mean().compute())
+        if args.dashboard:
+            try:
+                input("Press Enter to close the cluster and its dashboard. ")
+            except (EOFError, OSError):  # no terminal
+                pass
     import numpy as np
 
     d = np.sqrt(((true_centers[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1))
