@@ -185,3 +185,21 @@ def test_openmp_threads_wait_passively_unless_the_user_says(given):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, timeout=120).stdout.strip()
     assert out == (given or "PASSIVE")
+
+
+def test_one_in_memory_block_without_a_cluster_runs_passes_directly():
+    # no dask graph per pass for a single in-memory block; the same bits as the graph
+    X = np.random.default_rng(3).standard_normal((300, 4))
+    y = (X[:, 0] - X[:, 1] > 0).astype(int)
+    d = Driver("test", to_row_blocks(X, y=y, sample_weight=np.ones(300)))
+    assert d._direct is not None
+    lazy = Driver("test", to_row_blocks(da.from_array(X, chunks=(300, 4))))
+    assert lazy._direct is None
+    sgd = dmlkit.SGDClassifier(max_iter=7, tol=None, random_state=0, average=3)
+    direct = sgd.fit(X, y, sample_weight=np.linspace(0.5, 1.5, 300)).coef_.copy()
+    graph = sgd.fit(da.from_array(X, chunks=(300, 4)), da.from_array(y, chunks=300),
+                    sample_weight=da.from_array(np.linspace(0.5, 1.5, 300), chunks=300)).coef_
+    np.testing.assert_array_equal(direct, graph)
+    km = dmlkit.KMeans(3, random_state=0, n_init=1)
+    np.testing.assert_array_equal(km.fit(X).cluster_centers_,
+                                  km.fit(da.from_array(X, chunks=(300, 4))).cluster_centers_)
