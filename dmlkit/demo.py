@@ -39,8 +39,8 @@ def main(argv=None):
         if args.dashboard:
             print(f"dashboard: {client.dashboard_link}")
         print("The first run on this machine compiles dmlkit's numba kernels in each worker "
-              "(10-20 s); they are cached on disk, and later runs load them in about a "
-              "second.")
+              "(a few seconds); they are cached on disk, and later runs load them in under "
+              "a second.")
         t0 = time.perf_counter()
         km = dmlkit.KMeans(args.clusters, random_state=0, verbose=1).fit(X)
         elapsed = time.perf_counter() - t0
