@@ -15,3 +15,8 @@ class ConvergenceWarning(DmlkitWarning, _SkConvergenceWarning):
 class ClusterError(RuntimeError):
     """The cluster cannot run dmlkit's tasks: no workers, or workers that cannot import
     dmlkit or run other versions of dmlkit, dask, distributed, numba or NumPy."""
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter has an invalid type or value (a ValueError and a TypeError, as
+    scikit-learn's, whose message it repeats)."""

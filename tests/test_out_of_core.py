@@ -140,7 +140,8 @@ def ooc_fit(tmp_path_factory):
 
         with distributed.LocalCluster(n_workers=N_WORKERS, threads_per_worker=1,
                                       processes=True, memory_limit=WORKER_MEMORY,
-                                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+                                      host="127.0.0.1",
+                                      dashboard_address="127.0.0.1:0") as cluster, \
                 distributed.Client(cluster, set_as_default=False) as client:
             info = client.scheduler_info(n_workers=-1)["workers"]
             before = {a: (w["id"], w["name"]) for a, w in info.items()}

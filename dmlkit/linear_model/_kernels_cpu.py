@@ -204,7 +204,9 @@ def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, avg_coef, avg_intercept
     #     (cumulative penalty, penalty applied per feature) carried across epochs as
     #     scikit-learn does within one fit; avg_coef (M, d) / avg_intercept (M,) the
     #     running averages when average > 0 (averaging from step t = average on; (M, 0)
-    #     otherwise); pos_w/neg_w (M,) class weights for y > 0 / y <= 0; want_loss: sum
+    #     otherwise); pos_w/neg_w (M,) class weights for y > 0 / y <= 0; eta (M,) the
+    #     step of each model (learning_rate='adaptive' lowers each one on its own
+    #     plateaus, as scikit-learn's one-vs-rest fits do); want_loss: sum
     #     the losses (only the tol rule and verbose read them: log_loss pays exp + log1p)
     # OUT coef, intercept, u, q, avg_coef, avg_intercept after one pass; sumloss (M,) loss
     #     of each sample before its update (0 unless want_loss; NaN if x had NaN/inf)
@@ -248,7 +250,7 @@ def _sgd_epoch(X, Y, sw, order, coef, intercept, u0, q0, avg_coef, avg_intercept
                 sumloss[m] += np.nan
             if want_loss:
                 sumloss[m] += loss_value(loss_id, p, y, eps)
-            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta, alpha, optimal_init,
+            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta[m], alpha, optimal_init,
                                        t, power_t, pos_w[m], neg_w[m], sw[i])
             if penalty_id == 1 or penalty_id == 3:
                 wscale *= max(0.0, 1.0 - (1.0 - l1r) * e * alpha)
@@ -340,7 +342,7 @@ def _sgd_epoch_csr(data, indices, indptr, Y, sw, order, coef, intercept, u0, q0,
                 sumloss[m] += np.nan
             if want_loss:
                 sumloss[m] += loss_value(loss_id, p, y, eps)
-            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta, alpha, optimal_init,
+            e, update = _sample_update(loss_id, p, y, eps, lr_id, eta[m], alpha, optimal_init,
                                        t, power_t, pos_w[m], neg_w[m], sw[i])
             if penalty_id == 1 or penalty_id == 3:
                 wscale *= max(0.0, 1.0 - (1.0 - l1r) * e * alpha)
@@ -378,6 +380,10 @@ def _sgd_epoch_csr(data, indices, indptr, Y, sw, order, coef, intercept, u0, q0,
     return W, b, U, Q, AW, AB, sumloss
 
 
+def _per_model(value, M):
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype=np.float64), (M,)))
+
+
 def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params,
                     n_threads=1, want_loss=True, avg_coef=None, avg_intercept=None):
     """One local SGD epoch over a dense or CSR block.
@@ -385,7 +391,8 @@ def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params
     Returns ``(coef, intercept, u, q, sumloss, avg_coef, avg_intercept)``; the averages
     are None unless ``params["average"] > 0`` (then ``avg_coef``/``avg_intercept`` are
     the running averages to continue).  ``params["intercept_decay"]`` scales intercept
-    updates (scikit-learn uses 0.01 for sparse data).
+    updates (scikit-learn uses 0.01 for sparse data).  ``params["eta"]`` is one step for
+    all models or one per model.
     """
     p = params
     M, d = coef.shape
@@ -403,8 +410,8 @@ def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params
               np.ascontiguousarray(u, dtype=np.float64), np.ascontiguousarray(q, dtype=np.float64),
               aw, ab, np.asarray(pos_w, dtype=np.float64), np.asarray(neg_w, dtype=np.float64),
               p["loss"], p["penalty"], p["alpha"], p["l1_ratio"], p["epsilon"],
-              p["learning_rate"], p["eta"], p["power_t"], p["optimal_init"], p["t"],
-              p["fit_intercept"], float(p.get("intercept_decay", 1.0)), average,
+              p["learning_rate"], _per_model(p["eta"], M), p["power_t"], p["optimal_init"],
+              p["t"], p["fit_intercept"], float(p.get("intercept_decay", 1.0)), average,
               bool(want_loss))
     n_threads = min(int(n_threads), M)
     if sp.issparse(X):

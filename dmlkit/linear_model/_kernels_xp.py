@@ -14,6 +14,7 @@ arrays of that namespace (the caller moves them to the host).
 
 from __future__ import annotations
 
+import numpy as np
 from array_api_compat import array_namespace, device
 
 MAX_DLOSS = 1e12
@@ -29,13 +30,14 @@ def _l1_ratio(params):
     return float(params["l1_ratio"])
 
 
-def _learning_rate(params, t):
+def _learning_rate(params, eta, t):
+    """The step at step t: a float ('optimal') or one per model (``eta``, (M,))."""
     lr_id = params["learning_rate"]
     if lr_id == 1:  # optimal
         return 1.0 / (params["alpha"] * (params["optimal_init"] + t - 1.0))
     if lr_id == 2:  # invscaling
-        return params["eta"] / (t ** params["power_t"])
-    return params["eta"]  # constant / adaptive (the caller divides eta on plateaus)
+        return eta / (t ** params["power_t"])
+    return eta  # constant / adaptive (the caller divides eta on plateaus)
 
 
 def loss_values(xp, loss_id, P, Y, eps):
@@ -114,6 +116,7 @@ def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params
     one per batch.  ``params["intercept_decay"]`` (default 1) scales the intercept
     steps.  Averaged SGD (``params["average"] = a > 0``, in steps) keeps the running
     mean of the models after every step t >= a, continuing ``avg_coef``/``avg_intercept``.
+    ``params["eta"]`` is one step for all models or one per model.
     ``sumloss`` sums each row's loss with the weights before its batch's update (0
     unless ``want_loss``); it is NaN whenever a decision value was not finite (NaN/inf
     in X), with or without ``want_loss``.  ``n_threads`` is accepted for signature
@@ -154,6 +157,8 @@ def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params
     decay = float(params.get("intercept_decay", 1.0))
     l1r = _l1_ratio(params)
     t = float(params["t"])
+    eta = xp.asarray([float(v) for v in np.broadcast_to(params["eta"], (M,))], dtype=f64,
+                     device=dev)
 
     for start in range(0, n_visit, batch_size):
         stop = min(n_visit, start + batch_size)
@@ -165,14 +170,16 @@ def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params
         P = Xb @ xp.matrix_transpose(W) + b[None, :]  # (B, M)
         # NaN/inf in x (0 * inf is NaN too): poison the loss so the fit reports it
         sumloss = sumloss + xp.sum(xp.where(xp.isfinite(P), zero, nan), axis=0)
-        e = _learning_rate(params, t)
+        e = _learning_rate(params, eta, t)  # a float or (M,)
+        ec = e[:, None] if not isinstance(e, float) else e
         if want_loss:
             sumloss = sumloss + xp.sum(loss_values(xp, loss_id, P, Yb, eps), axis=0)
         g = xp.clip(loss_gradients(xp, loss_id, P, Yb, eps), -MAX_DLOSS, MAX_DLOSS)
         g = g * xp.where(Yb > 0.0, pw, nw) * swb[:, None]  # (B, M)
         if penalty_id == 1 or penalty_id == 3:
-            W = W * max(0.0, 1.0 - (1.0 - l1r) * e * alpha)
-        W = W - (e / nb) * (xp.matrix_transpose(g) @ Xb)
+            shrink = 1.0 - (1.0 - l1r) * ec * alpha
+            W = W * (max(0.0, shrink) if isinstance(shrink, float) else xp.maximum(shrink, zero))
+        W = W - (ec / nb) * (xp.matrix_transpose(g) @ Xb)
         if fit_intercept:
             b = b - (e * decay / nb) * xp.sum(g, axis=0)
         if penalty_id >= 2:

@@ -3,12 +3,13 @@
 Each epoch, every block runs one local SGD pass (scikit-learn's update rule, see
 ``_kernels_cpu``) starting from the current global model, visiting its rows in an order
 drawn from (seed, epoch, block index); the driver averages the block models weighted
-by their rows.  All one-vs-rest classes train in the same pass.
+by their rows.  All one-vs-rest classes train in the same pass; each converges on its
+own (its ``tol`` rule or validation score, its adaptive step), as scikit-learn's
+separate binary fits do, and is no longer trained once it has.
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import dask
@@ -17,26 +18,32 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
+from dmlkit._core.blocks import is_dask_collection, to_row_blocks
+from dmlkit._core.client import compute, placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver
+from dmlkit._core.params import validate_params
 from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import ConvergenceWarning
 from dmlkit.linear_model import _kernels_cpu as kernels
 from dmlkit.linear_model._loss import (
-    CLASSIFICATION_LOSSES,
+    CLASSIFIER_LOSSES,
+    DEFAULT_EPSILON,
     LEARNING_RATES,
     PENALTIES,
     PROBA_LOSSES,
     REGRESSION_LOSSES,
+    loss_functions,
+    parameter_constraints,
 )
 
-DEFAULT_EPSILON = 0.1
 XP_BATCH_SIZE = 256  # rows per step of the array-API (GPU) kernel unless batch_size says
 SPARSE_INTERCEPT_DECAY = 0.01  # scikit-learn damps intercept updates on sparse data
 
@@ -58,26 +65,57 @@ def _targets(y, classes):
     return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
 
 
-def _split_rows(Y, seed, block, fraction, stratify):
+def _split_random_state(split_state, seed, block):
+    """The RandomState a block's validation split draws from.
+
+    Block 0 draws from ``random_state``'s own stream, as scikit-learn's split does, so a
+    one-block fit holds out the rows scikit-learn holds out; block b > 0 from a stream
+    keyed by (seed, b).  Either way every epoch, and a block recomputed after a worker
+    loss, gets the same split.
+    """
+    if block == 0:
+        rs = np.random.RandomState()
+        rs.set_state(split_state)
+        return rs
+    seq = np.random.SeedSequence([int(seed), VALIDATION_STREAM, int(block)])
+    return np.random.RandomState(np.random.MT19937(seq))
+
+
+def _split_rows(Y, split_state, seed, block, fraction, stratify, n_blocks):
     """(training rows, validation rows) of a block for early stopping.
 
-    Drawn from (seed, block) alone, so every epoch (and a block recomputed after a
-    worker loss) gets the same split; classifiers take ``fraction`` of each class.
+    scikit-learn's split, applied to each block: ``StratifiedShuffleSplit`` for
+    classifiers (``fraction`` of each class), ``ShuffleSplit`` for regressors.  One
+    block too small for it raises, as scikit-learn does; in a fit of several blocks, a
+    block the stratified split cannot divide (a class with one row in it) is split
+    without stratifying, and one too small to divide at all trains on all its rows (the
+    fit says so if no validation row is left overall).
     """
     n = Y.shape[0]
     if not fraction:
         return np.arange(n), np.arange(0)
-    perm = np.random.default_rng([int(seed), VALIDATION_STREAM, int(block)]).permutation(n)
+    rng = _split_random_state(split_state, seed, block)
+    labels = None
     if stratify:
         labels = (Y[:, 0] > 0).astype(np.intp) if Y.shape[1] == 1 else np.argmax(Y, axis=1)
-        lab = labels[perm]
-        val = np.concatenate([perm[lab == c][:int(round(fraction * np.sum(lab == c)))]
-                              for c in np.unique(lab)])
-    else:
-        val = perm[:int(round(fraction * n))]
-    mask = np.zeros(n, dtype=bool)
-    mask[val] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+    state = rng.get_state()
+    for cv in ((StratifiedShuffleSplit, ShuffleSplit) if stratify else (ShuffleSplit,)):
+        rng.set_state(state)
+        try:
+            train, val = next(cv(test_size=fraction, random_state=rng).split(
+                np.zeros((n, 1)), labels))
+        except ValueError as e:  # too few rows (of a class) in this block to split
+            if n_blocks == 1:
+                raise ValueError(f"early_stopping cannot hold out validation_fraction="
+                                 f"{fraction!r} of {n} samples: {e}") from None
+            continue
+        return np.sort(train), np.sort(val)
+    return np.arange(n), np.arange(0)
+
+
+def _block_is_finite(block):
+    block = block.data if sp.issparse(block) else to_numpy(block)
+    return bool(np.isfinite(block).all())
 
 
 def _decision_values(x, coef, intercept):
@@ -88,20 +126,21 @@ def _decision_values(x, coef, intercept):
 
 
 def _validation_stats(x, Y, sw, rows, model, regression):
-    """Weighted sums that give the validation score of ``model`` over ``rows``."""
+    """Weighted sums that give the validation score of ``model`` over ``rows``, after
+    the number of rows and their total weight: the R^2 sums of a regressor, the
+    weighted hits of each one-vs-rest model of a classifier (scikit-learn scores each
+    binary model on its own)."""
+    M = Y.shape[1]
     if len(rows) == 0:
-        return np.zeros(4 if regression else 2)
+        return np.zeros(5 if regression else 2 + M)
     d = _decision_values(x[rows], *model)
     y, w = Y[rows], sw[rows]
+    head = np.array([float(len(rows)), w.sum()])
     if regression:
         r = y[:, 0] - d[:, 0]
-        return np.array([w.sum(), (w * y[:, 0]).sum(), (w * y[:, 0] ** 2).sum(),
-                         (w * r * r).sum()])
-    if Y.shape[1] == 1:
-        correct = (d[:, 0] > 0) == (y[:, 0] > 0)
-    else:
-        correct = np.argmax(d, axis=1) == np.argmax(y, axis=1)
-    return np.array([(w * correct).sum(), w.sum()])
+        return np.concatenate([head, [(w * y[:, 0]).sum(), (w * y[:, 0] ** 2).sum(),
+                                      (w * r * r).sum()]])
+    return np.concatenate([head, w @ ((d > 0) == (y > 0))])
 
 
 def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, seed, epoch,
@@ -111,16 +150,26 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     Y = _targets(y, classes)
     n = Y.shape[0]
     sw = np.ones(n) if w is None else np.asarray(to_numpy(w), dtype=np.float64)
-    train, val = _split_rows(Y, seed, block, run["validation_fraction"], classes is not None)
+    train, val = _split_rows(Y, run["split_state"], seed, block, run["validation_fraction"],
+                             classes is not None, run["n_blocks"])
     out = {"val": _validation_stats(x, Y, sw, val, state["score_model"], classes is None)
            if run["validation_fraction"] else np.zeros(0)}
     order = train
     if run["shuffle"]:
         order = train[np.random.default_rng([int(seed), int(epoch), int(block)]).permutation(
             len(train))]
+    # models that have converged are not trained (their rows come back as zeros: the
+    # driver keeps their state)
+    active = state["active"]
+    M = Y.shape[1]
+    part = {k: state[k] for k in ("coef", "intercept", "u", "q", "avg_coef", "avg_intercept")}
+    if not active.all():
+        part = {k: None if v is None else v[active] for k, v in part.items()}
+        Y, pos_w, neg_w = Y[:, active], pos_w[active], neg_w[active]
+        params = dict(params, eta=np.asarray(params["eta"])[active])
     # q (the L1 penalty applied per feature) only exists with L1; it is not shipped else,
     # and the kernels never touch it then: an empty one saves a model-sized copy per task
-    q0 = state["q"] if state["q"] is not None else np.zeros((state["coef"].shape[0], 0))
+    q0 = part["q"] if part["q"] is not None else np.zeros((part["coef"].shape[0], 0))
     t, average = _step_units(params, run)
     if run["backend"] == "xp":
         K = get_kernels("linear_model", "xp")
@@ -129,11 +178,12 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     else:
         K, extra = kernels, {}
         x = x if sp.issparse(x) else to_numpy(x)
-    res = K.sgd_epoch_block(x, Y, sw, order.astype(np.int64), state["coef"], state["intercept"],
-                            state["u"], q0, pos_w, neg_w, params, n_threads=n_threads,
-                            want_loss=params["want_loss"], avg_coef=state["avg_coef"],
-                            avg_intercept=state["avg_intercept"], **extra)
-    W, b, u, q, sumloss, aw, ab = (None if v is None else np.asarray(to_numpy(v)) for v in res)
+    res = K.sgd_epoch_block(x, Y, sw, order.astype(np.int64), part["coef"], part["intercept"],
+                            part["u"], q0, pos_w, neg_w, params, n_threads=n_threads,
+                            want_loss=params["want_loss"], avg_coef=part["avg_coef"],
+                            avg_intercept=part["avg_intercept"], **extra)
+    W, b, u, q, sumloss, aw, ab = (None if v is None else _all_models(to_numpy(v), active, M)
+                                   for v in res)
     nt = float(len(order))
     out.update(coef=W * nt, intercept=b * nt, u=u * nt, n=nt, loss=sumloss,
                q=q * nt if state["q"] is not None else None)
@@ -145,6 +195,16 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
         m = max(0.0, min(steps, t + steps - average))
         out.update(avg_coef=aw * (k0 + m) - state["avg_coef"] * k0,
                    avg_intercept=ab * (k0 + m) - state["avg_intercept"] * k0, m=m)
+    return out
+
+
+def _all_models(values, active, M):
+    """A kernel output for the active models, as rows of all M models (zeros elsewhere)."""
+    values = np.asarray(values)
+    if values.shape[0] == M:
+        return values
+    out = np.zeros((M,) + values.shape[1:], dtype=values.dtype)
+    out[active] = values
     return out
 
 
@@ -186,9 +246,9 @@ def _label_counts(blocks):
     each block counts its own labels, the client merges the small tables."""
     y = blocks.y
     if not blocks.lazy:
-        return np.unique(y.compute(), return_counts=True)
+        return np.unique(compute(y)[0], return_counts=True)
     count = dask.delayed(_block_label_counts, pure=True)
-    parts = dask.compute(*[count(b) for b in y.to_delayed().ravel()])
+    parts = compute(*[count(b) for b in y.to_delayed().ravel()])
     labels, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
     counts = np.bincount(inverse.ravel(), weights=np.concatenate([p[1] for p in parts]))
     return labels, counts.astype(np.int64)
@@ -205,46 +265,18 @@ class _BaseSGD(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def _check_params(self):
-        if self.loss not in self._losses:
-            raise ValueError(f"loss must be one of {sorted(self._losses)}, got {self.loss!r}.")
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {sorted(map(str, PENALTIES))}, "
-                             f"got {self.penalty!r}.")
-        if self.learning_rate not in LEARNING_RATES:
-            raise ValueError(f"learning_rate must be one of {sorted(LEARNING_RATES)}, "
-                             f"got {self.learning_rate!r}.")
-        for name, low in (("alpha", 0.0), ("eta0", 0.0), ("epsilon", 0.0)):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or v < low:
-                raise ValueError(f"{name} must be a float >= {low}, got {v!r}.")
-        if not (isinstance(self.l1_ratio, numbers.Real) and 0 <= self.l1_ratio <= 1):
-            raise ValueError(f"l1_ratio must be in [0, 1], got {self.l1_ratio!r}.")
-        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}.")
-        if not isinstance(self.n_iter_no_change, numbers.Integral) or self.n_iter_no_change < 1:
-            raise ValueError(f"n_iter_no_change must be an int >= 1, got "
-                             f"{self.n_iter_no_change!r}.")
-        if self.tol is not None and not isinstance(self.tol, numbers.Real):
-            raise ValueError(f"tol must be a float or None, got {self.tol!r}.")
-        if self.learning_rate in ("constant", "invscaling", "adaptive") and self.eta0 <= 0:
-            raise ValueError("eta0 must be > 0 with learning_rate="
-                             f"{self.learning_rate!r}.")
-        if self.alpha == 0 and self.learning_rate == "optimal":
-            raise ValueError("alpha must be > 0 since learning_rate is 'optimal': alpha is "
+    def _check_params(self, for_partial_fit=False):
+        """scikit-learn's validation: the constraints table, then the rules that tie
+        parameters together (its ``_more_validate_params``, with its messages)."""
+        validate_params(self._parameter_constraints, self.get_params(deep=False),
+                        type(self).__name__)
+        if self.early_stopping and for_partial_fit:
+            raise ValueError("early_stopping should be False with partial_fit")
+        if self.learning_rate == "optimal" and self.alpha == 0:
+            raise ValueError("alpha must be > 0 since learning_rate is 'optimal'. alpha is "
                              "used to compute the optimal learning rate.")
-        avg = self.average
-        if avg is not None and not isinstance(avg, bool) and (
-                not isinstance(avg, numbers.Integral) or avg < 0):
-            raise ValueError(f"average must be a bool or an int >= 0, got {avg!r}.")
-        if not isinstance(self.early_stopping, (bool, np.bool_)):
-            raise ValueError(f"early_stopping must be a bool, got {self.early_stopping!r}.")
-        vf = self.validation_fraction
-        if not (isinstance(vf, numbers.Real) and 0 < vf < 1):
-            raise ValueError(f"validation_fraction must be in (0, 1), got {vf!r}.")
-        bs = self.batch_size
-        if bs is not None and (not isinstance(bs, numbers.Integral) or bs < 1):
-            raise ValueError(f"batch_size must be None or an int >= 1, got {bs!r}.")
+        if self.penalty == "elasticnet" and self.l1_ratio is None:
+            raise ValueError("l1_ratio must be set when penalty is 'elasticnet'")
 
     @property
     def _average(self):
@@ -261,7 +293,8 @@ class _BaseSGD(BaseEstimator):
             optimal_init = 1.0 / (initial_eta0 * self.alpha)
         return {
             "loss": loss_id, "penalty": PENALTIES[self.penalty], "alpha": float(self.alpha),
-            "l1_ratio": float(self.l1_ratio), "epsilon": float(self.epsilon),
+            # l1_ratio=None is only allowed where it is not read (penalty != elasticnet)
+            "l1_ratio": float(self.l1_ratio or 0.0), "epsilon": float(self.epsilon),
             "learning_rate": LEARNING_RATES[self.learning_rate], "eta": float(self.eta0),
             "power_t": float(self.power_t), "optimal_init": float(optimal_init),
             "t": 1.0, "fit_intercept": bool(self.fit_intercept), "average": self._average,
@@ -276,8 +309,9 @@ class _BaseSGD(BaseEstimator):
             return state["avg_coef"], state["avg_intercept"]
         return state["coef"], state["intercept"]
 
-    def _mix(self, state, r, params, run):
-        """The next global state from the reduced block sums (parameter mixing)."""
+    def _mix(self, state, r, params, run, keep):
+        """The next global state from the reduced block sums (parameter mixing); the
+        models not in ``keep`` (converged, or their pass dropped) keep their state."""
         total = r["n"]
         if total <= 0:
             raise ValueError("No training rows are left: validation_fraction leaves none.")
@@ -291,23 +325,68 @@ class _BaseSGD(BaseEstimator):
                 new[k] = (state[k] * k0 + r[k]) / denom if denom > 0 else state[k]
         else:
             new["avg_coef"] = new["avg_intercept"] = None
+        if not keep.all():
+            for k, v in new.items():
+                if v is not None:
+                    v[~keep] = state[k][~keep]
         return new
 
-    def _validation_score(self, stats):
+    def _validation_scores(self, stats):
+        """Each model's validation score: R^2 (regressor), accuracy (each one-vs-rest
+        model of a classifier on its own binary task, as scikit-learn)."""
         if isinstance(self, RegressorMixin):
-            sw, swy, swy2, ss_res = stats
+            _, sw, swy, swy2, ss_res = stats
             ss_tot = swy2 - swy * swy / sw if sw > 0 else 0.0
-            return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-        return stats[0] / stats[1] if stats[1] > 0 else 0.0
+            return np.array([1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0])
+        return stats[2:] / stats[1] if stats[1] > 0 else np.zeros(len(stats) - 2)
+
+    def _check_split(self, r, n_samples):
+        """scikit-learn's errors for a validation split that leaves nothing to score
+        (known after the first pass, which also counts the validation rows)."""
+        n_val, w_val = r["val"][0], r["val"][1]
+        if n_val == 0 or r["n"] == 0:
+            raise ValueError(
+                f"Splitting {n_samples} samples into a train set and a validation set with "
+                f"validation_fraction={self.validation_fraction!r} led to an empty set "
+                f"({int(r['n'])} and {int(n_val)} samples). Please either change "
+                "validation_fraction, increase number of samples, or disable early_stopping.")
+        if w_val <= 0:
+            raise ValueError("The sample weights for validation set are all zero, consider "
+                             "using a different random state.")
+
+    def _check_finite_pass(self, driver, r, epoch):
+        """A pass whose model is not finite: NaN/inf in the input (lazy input is only
+        checked now, on this failure path) or, as scikit-learn says, an overflow."""
+        if all(np.isfinite(np.asarray(r[k], dtype=np.float64)).all()
+               for k in ("coef", "intercept", "loss")):
+            return
+        blocks = driver.blocks
+        if blocks.lazy:
+            check = dask.delayed(_block_is_finite, pure=True)
+            parts = [check(b) for b in blocks.X.to_delayed().ravel()]
+            if blocks.sample_weight is not None:
+                parts += [check(b) for b in blocks.sample_weight.to_delayed().ravel()]
+            if not all(driver.compute(*parts)):
+                raise ValueError("Input X contains NaN or infinity.")
+        raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch}. "
+                         "Scaling input data with StandardScaler or MinMaxScaler might help.")
 
     def _run_epochs(self, driver, backend, classes, state, pos_w, neg_w, n_epochs, seed,
-                    fitting):
-        """Run up to ``n_epochs`` epochs; returns (state, epochs kept).
+                    fitting, split_state=None):
+        """Run up to ``n_epochs`` epochs; returns (state, epochs kept).  ``split_state``
+        is the random state early stopping's split draws from (see ``_split_rows``).
 
-        Early stopping is fused into the passes: epoch e's tasks also score the model
-        they start from (the model after e epochs) on their validation rows, so no pass
-        is spent on scoring alone.  When the rule stops the fit, the pass that found it
-        is dropped and the scored model is kept.
+        Each one-vs-rest model converges on its own, as scikit-learn's separate binary
+        fits do: its own ``tol`` rule (or validation score), its own plateau count, its
+        own step for ``learning_rate='adaptive'``; a converged model is no longer
+        trained, and the fit ends when every model has converged (``n_iter_``: the most
+        epochs any model ran).
+
+        Early stopping is fused into the passes: epoch e's tasks also score the models
+        they start from (the models after e epochs) on their validation rows, so no pass
+        is spent on scoring alone.  A model the rule stops keeps the scored model (the
+        pass that found it is dropped for it); a pass dropped for every model is not
+        counted.
         """
         params = self._kernel_params()
         params["t"] = float(getattr(self, "t_", 1.0))
@@ -317,67 +396,82 @@ class _BaseSGD(BaseEstimator):
         tol_rule = bool(fitting and self.tol is not None and not early)
         params["want_loss"] = tol_rule or bool(self.verbose)
         run = {"validation_fraction": float(self.validation_fraction) if early else 0.0,
+               "split_state": split_state,
+               "n_blocks": driver.blocks.n_blocks,
                "shuffle": bool(self.shuffle), "backend": backend,
                "batch_size": int(self.batch_size or XP_BATCH_SIZE)}
         tol = -np.inf if self.tol is None else float(self.tol)
-        best = -np.inf if early else np.inf
-        no_improve, n_done, scored = 0, 0, False
+        M = state["coef"].shape[0]
+        eta = np.full(M, params["eta"])
+        active = np.ones(M, dtype=bool)
+        best = np.full(M, -np.inf if early else np.inf)
+        no_improve = np.zeros(M, dtype=np.int64)
+        scored = np.zeros(M, dtype=bool)  # the model a pass starts from is a new one
+        n_done = 0
         per_block = [(y, i) for i, y in enumerate(driver.y_parts)]
         bar = driver.progress(n_epochs, type(self).__name__)
         try:
-            while n_done < n_epochs:
+            while n_done < n_epochs and active.any():
+                params["eta"] = eta.copy()
                 # the model early stopping scores (only then: it can be as big as coef)
-                task_state = dict(state, score_model=self._public_model(state, params["t"])
-                                  if early else None)
+                task_state = dict(state, active=active.copy(), score_model=self._public_model(
+                    state, params["t"]) if early else None)
                 shared = (classes, driver.shared(task_state, "model"), pos_w, neg_w,
                           dict(params), seed, self._epochs_seen + n_done, run)
                 r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
                                       per_block=per_block)
-                check_finite_result(r["coef"], r["intercept"], r["loss"])
-                if early and scored:
-                    # r["val"] scores `state`, the model after n_done epochs
-                    score = self._validation_score(r["val"])
-                    no_improve = no_improve + 1 if score < best + tol else 0
-                    best = max(best, score)
-                    if no_improve >= self.n_iter_no_change:
-                        if self._stop_or_shrink_eta(params):
-                            break
-                        no_improve, scored = 0, False
-                        continue  # redo this epoch with the smaller step
-                state = self._mix(state, r, params, run)
+                self._check_finite_pass(driver, r, n_done + 1)
+                keep = active.copy()  # the models whose pass is kept
+                if early:
+                    if n_done == 0 and not scored.any():
+                        self._check_split(r, driver.blocks.n_samples)
+                    # r["val"] scores `state`, the models after n_done epochs
+                    score = self._validation_scores(r["val"])
+                    for m in np.flatnonzero(active & scored):
+                        no_improve[m] = no_improve[m] + 1 if score[m] < best[m] + tol else 0
+                        best[m] = max(best[m], score[m])
+                        if no_improve[m] >= self.n_iter_no_change:
+                            keep[m] = False  # the scored model stays
+                            active[m] = self._shrink_eta(eta, m)
+                            no_improve[m], scored[m] = 0, False
+                    if not keep.any():
+                        continue  # every model's pass dropped: redo (or end)
+                state = self._mix(state, r, params, run, keep)
                 params["t"] += r["n"]
                 n_done += 1
-                scored = True
+                scored |= keep
                 bar.update(1)
                 if tol_rule:
-                    objective = float(np.sum(r["loss"])) / r["n"] + self._penalty_value(
-                        state["coef"])
-                    no_improve = no_improve + 1 if objective > best - tol else 0
-                    best = min(best, objective)
-                    if no_improve >= self.n_iter_no_change:
-                        if self._stop_or_shrink_eta(params):
-                            break
-                        no_improve = 0
+                    objective = r["loss"] / r["n"] + self._penalty_values(state["coef"])
+                    for m in np.flatnonzero(keep):
+                        no_improve[m] = no_improve[m] + 1 if objective[m] > best[m] - tol \
+                            else 0
+                        best[m] = min(best[m], objective[m])
+                        if no_improve[m] >= self.n_iter_no_change:
+                            active[m] = self._shrink_eta(eta, m)
+                            no_improve[m] = 0
         finally:
             bar.close()
         self.t_ = params["t"]
         self._epochs_seen += n_done
         return state, n_done
 
-    def _stop_or_shrink_eta(self, params):
-        """``n_iter_no_change`` epochs without improvement: True stops the fit; with
-        ``learning_rate='adaptive'`` (while eta > 1e-6) eta is divided by 5 instead."""
-        if self.learning_rate == "adaptive" and params["eta"] > 1e-6:
-            params["eta"] /= 5
-            return False
-        return True
+    def _shrink_eta(self, eta, m):
+        """Model m made no progress for ``n_iter_no_change`` epochs: with
+        ``learning_rate='adaptive'`` (while its eta > 1e-6) its eta is divided by 5 and
+        it goes on (True), else it has converged (False)."""
+        if self.learning_rate == "adaptive" and eta[m] > 1e-6:
+            eta[m] /= 5
+            return True
+        return False
 
-    def _penalty_value(self, coef):
-        l1 = {None: 0.0, "l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio}[self.penalty]
+    def _penalty_values(self, coef):
+        """Each model's penalty term of the objective (scikit-learn's tol rule)."""
         if self.penalty is None:
-            return 0.0
-        return self.alpha * ((1 - l1) * 0.5 * float((coef**2).sum()) + l1 * float(
-            np.abs(coef).sum()))
+            return np.zeros(coef.shape[0])
+        l1 = {"l2": 0.0, "l1": 1.0, "elasticnet": self.l1_ratio}[self.penalty]
+        return self.alpha * ((1 - l1) * 0.5 * (coef**2).sum(axis=1) + l1 * np.abs(coef).sum(
+            axis=1))
 
     def _fit_common(self, X, y, sample_weight, coef_init, intercept_init, incremental,
                     classes_arg=None):
@@ -387,8 +481,13 @@ class _BaseSGD(BaseEstimator):
         if not is_dask_collection(y):
             y = column_or_1d(y, warn=True)  # a column vector: DataConversionWarning, ravel
         first = not (incremental and hasattr(self, "coef_"))
-        if first or not incremental:
-            self._check_params()
+        self._check_params(for_partial_fit=incremental and first)
+        early = not incremental and self.early_stopping
+        if early and sample_weight is not None and not is_dask_collection(sample_weight) \
+                and not (np.asarray(sample_weight) > 0).any():
+            # as scikit-learn, which lets all-zero weights through to this message
+            raise ValueError("The sample weights for validation set are all zero, consider "
+                             "using a different random state.")
         blocks = to_row_blocks(X, estimator=self, reset=first, sample_weight=sample_weight,
                                y=y, finite_check="caller", accept_sparse=True)
         backend = backend_of(blocks.X._meta)  # one that cannot take these blocks says so now
@@ -396,12 +495,12 @@ class _BaseSGD(BaseEstimator):
         n_models = 1 if classes is None or len(classes) == 2 else len(classes)
         d = blocks.n_features
         warm = (not incremental and self.warm_start and hasattr(self, "coef_")
-                and np.atleast_2d(self.coef_).shape[1] == d)
+                and _dense(self.coef_).reshape(-1).size == n_models * d)
         if not first:
             state = dict(self._sgd_state)  # partial_fit continues the SGD iterate
         else:
             if warm:
-                coef = np.array(self.coef_, dtype=np.float64).reshape(n_models, d)
+                coef = _dense(self.coef_).astype(np.float64).reshape(n_models, d)
                 intercept = np.array(self.intercept_, dtype=np.float64).reshape(n_models)
             else:
                 coef, intercept = np.zeros((n_models, d)), np.zeros(n_models)
@@ -419,37 +518,81 @@ class _BaseSGD(BaseEstimator):
             self._epochs_seen = 0
         pos_w, neg_w = self._class_weights(blocks, classes)
         rs = check_random_state(self.random_state)
+        # the stream scikit-learn's split draws from: random_state as it is now
+        split_state = rs.get_state(legacy=False) if early else None
         if not hasattr(self, "_seed") or not incremental:
             self._seed = int(rs.randint(np.iinfo(np.int32).max))
-        if not incremental and self.early_stopping and not blocks.lazy and \
-                int(round(self.validation_fraction * blocks.n_samples)) < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
-                             f"validation rows out of {blocks.n_samples} samples; raise it "
-                             "or turn early_stopping off.")
         driver = Driver("sgd", blocks, cache=self.cache if not incremental else False,
                         verbose=self.verbose)
         n_epochs = 1 if incremental else self.max_iter
         state, n_done = self._run_epochs(driver, backend, classes, state, pos_w, neg_w,
-                                         n_epochs, self._seed, fitting=not incremental)
+                                         n_epochs, self._seed, fitting=not incremental,
+                                         split_state=split_state)
         self._sgd_state = state
-        if not incremental and n_done == self.max_iter and self.tol is not None \
-                and self.max_iter > 1:
+        self._set_model(state, blocks.dtype)
+        self.n_iter_ = n_done if not incremental else getattr(self, "n_iter_", 0) + 1
+        if not incremental and n_done == self.max_iter and self.tol is not None:
             warnings.warn("Maximum number of iteration reached before convergence. Consider "
                           "increasing max_iter to improve the fit.", ConvergenceWarning,
                           stacklevel=3)
-        self.coef_, self.intercept_ = (np.array(a) for a in self._public_model(state, self.t_))
-        self.n_iter_ = n_done if not incremental else getattr(self, "n_iter_", 0) + 1
+        if not incremental and self.power_t < 0:
+            warnings.warn("Negative values for `power_t` are deprecated in version 1.8 and "
+                          "will raise an error in 1.10. Use values in the range [0.0, inf) "
+                          "instead.", FutureWarning, stacklevel=3)
         return self
+
+    def _set_model(self, state, dtype):
+        """The fitted attributes from the driver's state, in the input's dtype (the state
+        itself stays float64, where the blocks' models are mixed).
+
+        With ``average``, scikit-learn's ``_standard_coef`` / ``_standard_intercept`` (the
+        SGD iterate) and ``_average_coef`` / ``_average_intercept`` (the average) are set
+        beside ``coef_`` / ``intercept_`` (whichever of the two predictions use).
+        """
+        def cast(a):
+            return np.array(a, dtype=dtype)
+
+        self.coef_, self.intercept_ = (cast(a) for a in self._public_model(state, self.t_))
+        names = ("_standard_coef", "_standard_intercept", "_average_coef",
+                 "_average_intercept")
+        if self._average > 0:
+            values = (state["coef"], state["intercept"], state["avg_coef"],
+                      state["avg_intercept"])
+            for name, value in zip(names, values, strict=True):
+                setattr(self, name, cast(value))
+        else:
+            for name in names:
+                self.__dict__.pop(name, None)
 
     def _decision(self, X):
         check_is_fitted(self)
         blocks = to_row_blocks(X, estimator=self, reset=False, accept_sparse=True)
-        coef = np.atleast_2d(self.coef_)
+        coef = np.atleast_2d(_dense(self.coef_))
         intercept = np.atleast_1d(self.intercept_)
-        out = blocks.X.map_blocks(_decision_values, coef, intercept, dtype=np.float64,
+        dtype = np.result_type(blocks.dtype, coef.dtype)
+        out = blocks.X.map_blocks(_decision_values, coef, intercept, dtype=dtype,
                                   chunks=(blocks.X.chunks[0], (coef.shape[0],)),
-                                  meta=np.empty((0, 0)), name="dmlkit-sgd-decision")
-        return out if blocks.lazy else out.compute()
+                                  meta=np.empty((0, 0), dtype=dtype),
+                                  name="dmlkit-sgd-decision")
+        return out if blocks.lazy else compute(out)[0]
+
+    def densify(self):
+        """Convert a sparse ``coef_`` (see :meth:`sparsify`) back to a NumPy array."""
+        check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before densifying.")
+        if sp.issparse(self.coef_):
+            self.coef_ = self.coef_.toarray()
+        return self
+
+    def sparsify(self):
+        """Store ``coef_`` as a scipy.sparse matrix, as scikit-learn's ``sparsify``: worth
+        it when most coefficients are zero (L1).  Predictions stay the same."""
+        check_is_fitted(self, msg="Estimator, %(name)s, must be fitted before sparsifying.")
+        self.coef_ = sp.csr_matrix(self.coef_)
+        return self
+
+
+def _dense(coef):
+    return coef.toarray() if sp.issparse(coef) else np.asarray(coef)
 
 
 class SGDClassifier(ClassifierMixin, _BaseSGD):
@@ -469,19 +612,24 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
     ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
-    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class
-    for classifiers), drawn from ``random_state``; its score is computed in the next
-    epoch's pass, so it costs no extra pass over the data.
+    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class),
+    split as scikit-learn splits (one block: the same rows); its score is computed in
+    the next epoch's pass, so it costs no extra pass over the data.  ``n_jobs`` is
+    taken for scikit-learn's API and not used: the parallelism comes from dask (one
+    task per block, and threads over the one-vs-rest models when there are fewer blocks
+    than threads).
     """
 
-    _losses = CLASSIFICATION_LOSSES
+    _losses = CLASSIFIER_LOSSES
+    loss_functions = loss_functions(CLASSIFIER_LOSSES)
+    _parameter_constraints = parameter_constraints(CLASSIFIER_LOSSES, classifier=True)
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
-                 epsilon=DEFAULT_EPSILON, random_state=None, learning_rate="optimal",
-                 eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=5, class_weight=None, warm_start=False, average=False,
-                 batch_size=None, cache="auto"):
+                 epsilon=DEFAULT_EPSILON, n_jobs=None, random_state=None,
+                 learning_rate="optimal", eta0=0.01, power_t=0.5, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=5, class_weight=None,
+                 warm_start=False, average=False, batch_size=None, cache="auto"):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -492,6 +640,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self.shuffle = shuffle
         self.verbose = verbose
         self.epsilon = epsilon
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.learning_rate = learning_rate
         self.eta0 = eta0
@@ -533,49 +682,54 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     def _class_weights(self, blocks, classes):
         n_models = 1 if len(classes) == 2 else len(classes)
         cw = self.class_weight
-        if cw is None:
-            expanded = np.ones(len(classes))
-        elif cw == "balanced":
-            if isinstance(self, SGDClassifier) and getattr(self, "_partial", False):
-                raise ValueError("class_weight 'balanced' is not supported for partial_fit: "
-                                 "pass a dict of class weights instead.")
+        if isinstance(cw, str):  # 'balanced'
             # n_samples / (n_classes * count), as scikit-learn, from the counts of the
             # labels pass (classes absent from y get weight 1, as compute_class_weight's
             # callers see no such rows anyway).
             counts = np.array([self._label_counts.get(c, 0) for c in classes], dtype=float)
             expanded = np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(
                 counts, 1)), 1.0)
-        elif isinstance(cw, dict):
-            expanded = np.array([float(cw.get(c, 1.0)) for c in classes])
         else:
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
+            # None or a dict: scikit-learn's own expansion (and its error for a dict
+            # naming a class that is not one of classes_); y is not read for these
+            expanded = compute_class_weight(cw, classes=classes, y=classes)
         if n_models == 1:
             return np.array([expanded[1]]), np.array([expanded[0]])
         return expanded.astype(np.float64), np.ones(n_models)
 
+    @placed
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with ``max_iter`` epochs (fewer when ``tol`` stops it)."""
         with keep_state_on_error(self):
-            self._partial = False
             for attr in ("coef_", "intercept_", "classes_"):
                 if not self.warm_start and hasattr(self, attr):
                     delattr(self, attr)
             return self._fit_common(X, y, sample_weight, coef_init, intercept_init, False)
 
+    @placed
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
         with keep_state_on_error(self):
-            self._partial = True
             if not hasattr(self, "coef_"):
+                self._check_params(for_partial_fit=True)
+                if self.class_weight == "balanced":
+                    raise ValueError(
+                        "class_weight 'balanced' is not supported for partial_fit. In order "
+                        "to use 'balanced' weights, use compute_class_weight('balanced', "
+                        "classes=classes, y=y). In place of y you can use a large enough "
+                        "sample of the full training set target to properly estimate the "
+                        "class frequency distributions. Pass the resulting weights as the "
+                        "class_weight parameter.")
                 if classes is None:
                     raise ValueError("classes must be passed on the first call to partial_fit.")
-                self._check_params()
             return self._fit_common(X, y, sample_weight, None, None, True, classes)
 
+    @placed
     def decision_function(self, X):
         d = self._decision(X)
         return d[:, 0] if d.shape[1] == 1 else d
 
+    @placed
     def predict(self, X):
         d = self.decision_function(X)
         if d.ndim == 1:
@@ -593,6 +747,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         return True
 
     @available_if(_check_proba)
+    @placed
     def predict_proba(self, X):
         """Class probabilities (``log_loss``, ``modified_huber``), as scikit-learn's."""
         d = self.decision_function(X)
@@ -600,12 +755,13 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         f = _proba_log if self.loss == "log_loss" else _proba_modified_huber
         if lazy:
             n_out = len(self.classes_)
-            return d.map_blocks(f, dtype=np.float64, chunks=(d.chunks[0], (n_out,)),
+            return d.map_blocks(f, dtype=d.dtype, chunks=(d.chunks[0], (n_out,)),
                                 new_axis=1 if d.ndim == 1 else None,
                                 drop_axis=None if d.ndim == 1 else 1)
         return f(d)
 
     @available_if(_check_proba)
+    @placed
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))
 
@@ -643,12 +799,14 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
 
     Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
     ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
-    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class
-    for classifiers), drawn from ``random_state``; its score is computed in the next
+    ``early_stopping`` holds out ``validation_fraction`` of every block, split as
+    scikit-learn splits (one block: the same rows); its score is computed in the next
     epoch's pass, so it costs no extra pass over the data.
     """
 
     _losses = REGRESSION_LOSSES
+    loss_functions = loss_functions(REGRESSION_LOSSES)
+    _parameter_constraints = parameter_constraints(REGRESSION_LOSSES, classifier=False)
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, l1_ratio=0.15,
                  fit_intercept=True, max_iter=1000, tol=1e-3, shuffle=True, verbose=0,
@@ -684,6 +842,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def _class_weights(self, blocks, classes):
         return np.ones(1), np.ones(1)
 
+    @placed
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         with keep_state_on_error(self):
             for attr in ("coef_", "intercept_"):
@@ -693,18 +852,22 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
             self._flatten()
             return out
 
+    @placed
     def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y)."""
         with keep_state_on_error(self):
-            if not hasattr(self, "coef_"):
-                self._check_params()
             out = self._fit_common(X, y, sample_weight, None, None, True)
             self._flatten()
             return out
 
     def _flatten(self):
-        self.coef_ = np.asarray(self.coef_).reshape(-1)
-        self.intercept_ = np.asarray(self.intercept_).reshape(-1)
+        # one model: scikit-learn's regressor keeps its coefficients 1-D
+        for name in ("coef_", "intercept_", "_standard_coef", "_standard_intercept",
+                     "_average_coef", "_average_intercept"):
+            if name in self.__dict__:
+                setattr(self, name, np.asarray(getattr(self, name)).reshape(-1))
 
+    @placed
     def predict(self, X):
         d = self._decision(X)
         return d[:, 0]

@@ -78,9 +78,15 @@ def test_fit_on_dask_input_inside_a_task_uses_the_cluster(cluster_client, data):
     ref = _kmeans().fit(da.from_array(X, chunks=(700, -1)))
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(labels, ref.labels_[:10].compute())
-    sgd, _ = cluster_client.submit(_fit_lazy, _sgd(), X, y).result()
+    from distributed import get_task_stream
+
+    with get_task_stream(client=cluster_client) as ts:
+        sgd, _ = cluster_client.submit(_fit_lazy, _sgd(), X, y).result()
     ref = _sgd().fit(da.from_array(X, chunks=(700, -1)), da.from_array(y, chunks=700))
     np.testing.assert_array_equal(sgd.coef_, ref.coef_)
+    # the epochs' block tasks were the cluster's tasks, not a local scheduler's
+    epochs = [t for t in ts.data if str(t["key"]).startswith("dmlkit-sgd-epoch")]
+    assert len(epochs) >= 5 * 5, len(epochs)  # 5 epochs of 5 blocks
 
 
 def test_many_concurrent_fits_in_tasks(cluster_client, data):

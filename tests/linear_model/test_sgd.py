@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from dmlkit.exceptions import InvalidParameterError
 from dmlkit.linear_model import SGDClassifier, SGDRegressor
 
 
@@ -228,16 +229,21 @@ def test_init_of_the_wrong_shape_is_refused_and_nothing_changes(binary, multicla
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"loss": "squared_error"}, "loss must be one of"),
-    ({"penalty": "l3"}, "penalty"),
-    ({"learning_rate": "fast"}, "learning_rate"),
-    ({"alpha": -1.0}, "alpha"),
-    ({"l1_ratio": 2.0}, "l1_ratio"),
-    ({"max_iter": 0}, "max_iter"),
-    ({"learning_rate": "constant", "eta0": 0.0}, "eta0"),
+    ({"loss": "squared_loss"}, "The 'loss' parameter of SGDClassifier must be a str among"),
+    ({"penalty": "l3"}, "The 'penalty' parameter of SGDClassifier must be a str among"),
+    ({"learning_rate": "fast"}, "'learning_rate' parameter"),
+    ({"alpha": -1.0}, r"'alpha' parameter of SGDClassifier must be a float in the range "
+                      r"\[0.0, inf\). Got -1.0 instead."),
+    ({"l1_ratio": 2.0}, "'l1_ratio' parameter"),
+    ({"max_iter": 0}, r"'max_iter' parameter of SGDClassifier must be an int in the range "
+                      r"\[1, inf\)"),
+    ({"eta0": 0.0}, r"'eta0' parameter of SGDClassifier must be a float in the range "
+                    r"\(0.0, inf\)"),
+    ({"n_jobs": "all"}, "'n_jobs' parameter"),
+    ({"class_weight": "auto"}, "'class_weight' parameter"),
 ])
 def test_bad_params(binary, params, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidParameterError, match=match):
         SGDClassifier(**params).fit(*binary)
 
 
@@ -266,14 +272,15 @@ def test_predict_proba_only_for_probabilistic_losses(binary):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"average": -1}, "average"),
-    ({"average": 1.5}, "average"),
-    ({"validation_fraction": 1.0}, "validation_fraction"),
-    ({"early_stopping": "yes"}, "early_stopping"),
-    ({"batch_size": 0}, "batch_size"),
+    ({"average": -1}, "'average' parameter"),
+    ({"average": 1.5}, "'average' parameter"),
+    ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
+    ({"early_stopping": "yes"}, "'early_stopping' parameter"),
+    ({"batch_size": 0}, "'batch_size' parameter"),
+    ({"cache": "yes"}, "'cache' parameter"),
 ])
 def test_bad_params_average_early_stopping(binary, params, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidParameterError, match=match):
         SGDClassifier(**params).fit(*binary)
 
 

@@ -168,10 +168,6 @@ def test_dense_only_options_reject_sparse_input():
     with dmlkit.config_context(backend="xp"):
         with pytest.raises(ValueError, match="needs dense blocks"):
             SGDClassifier(max_iter=2).fit(X, y)
-    with pytest.raises(TypeError, match="Sparse input is not supported by KMeans"):
-        dmlkit.KMeans(3).fit(X)
-    with pytest.raises(TypeError, match="Sparse input is not supported by KMeans"):
-        dmlkit.KMeans(3).fit(csr_dask(X, 100))
 
 
 def test_wrong_feature_count_at_predict_sparse():
