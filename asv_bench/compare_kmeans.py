@@ -11,6 +11,10 @@ How to run (from the repository root; no Makefile needed)::
     # options: --rows --features --clusters --iters --repeats --systems --seed
     #          --data-dir (cached data; default $TMPDIR/dmlkit-bench)
 
+    # sparse (hashed text): 200,000 documents x 2^16 features, CSR float64, ~38
+    # non-zeros a row, 16 clusters, 10 iterations, dmlkit (threads) against scikit-learn
+    .venv/bin/python asv_bench/compare_kmeans.py --sparse --repeats 5
+
 Systems (``--systems``, default the first four):
 
 - ``dmlkit-threads``: ``dmlkit.KMeans`` on the numpy array, no client (dask's threaded
@@ -22,6 +26,15 @@ Systems (``--systems``, default the first four):
 - ``sklearn``: ``sklearn.cluster.KMeans(algorithm="lloyd")`` on the numpy array.
 - ``dask-ml``: ``dask_ml.cluster.KMeans`` on the same persisted dask array and cluster.
 - ``dask-ml-threads`` (optional): dask-ml on a dask array of the same blocks, no client.
+
+``--sparse``: the hashed bag-of-words corpus of the asv suite (``benchmarks/common.py``,
+``make_text_file``: ~40 tokens a document, ``HashingVectorizer(alternate_sign=False,
+norm='l2')``) with ``--features`` hashed features (default 2^16 there) and ``--rows``
+documents (default 200,000), as one scipy CSR matrix.  Systems (default the first two):
+``dmlkit-threads`` (the CSR matrix, no client: dmlkit's CSR row blocks on dask's
+threaded scheduler), ``sklearn`` (``KMeans(algorithm="lloyd")``, its sparse Lloyd, on the
+same matrix), and ``dmlkit-localcluster`` (a dask array of the same CSR blocks persisted
+on a 2-worker LocalCluster).  Initial centres: ``--clusters`` distinct rows, dense.
 
 Every system starts from the same initial centres (16 distinct rows drawn with a fixed
 seed) with ``n_init=1, max_iter=--iters, tol=0``, on the same data (Gaussian blobs that
@@ -52,6 +65,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchmarks import common as bc  # noqa: E402
 
+SPARSE_SYSTEMS = ("dmlkit-threads", "sklearn", "dmlkit-localcluster")
+SPARSE_ROWS = 200_000
+SPARSE_FEATURES = 2**16
 DESCRIPTIONS = {
     "dmlkit-threads": "numpy, threads",
     "dmlkit-localcluster": "persisted dask, 2 procs",
@@ -73,9 +89,21 @@ def parse_args(argv=None):
                    help=f"comma-separated, from {', '.join(bc.SYSTEMS + bc.EXTRA_SYSTEMS)}")
     p.add_argument("--seed", type=int, default=bc.SEED)
     p.add_argument("--data-dir", default=None, help="where the generated data is cached")
+    p.add_argument("--sparse", action="store_true",
+                   help="hashed text (CSR) instead of dense blobs; systems: "
+                        f"{', '.join(SPARSE_SYSTEMS)} (default the first two)")
     args = p.parse_args(argv)
+    if args.sparse:
+        given = set(argv if argv is not None else sys.argv[1:])
+        if not any(a.startswith("--rows") for a in given):
+            args.rows = SPARSE_ROWS
+        if not any(a.startswith("--features") for a in given):
+            args.features = SPARSE_FEATURES
+        if not any(a.startswith("--systems") for a in given):
+            args.systems = ",".join(SPARSE_SYSTEMS[:2])
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(args.systems) - set(bc.SYSTEMS + bc.EXTRA_SYSTEMS)
+    known = SPARSE_SYSTEMS if args.sparse else bc.SYSTEMS + bc.EXTRA_SYSTEMS
+    unknown = set(args.systems) - set(known)
     if unknown:
         p.error(f"unknown system(s) {sorted(unknown)}")
     if args.repeats < 1 or args.iters < 1:
@@ -119,6 +147,8 @@ def main(argv=None):
     if args.data_dir:
         os.environ["DMLKIT_BENCH_DATA"] = args.data_dir
     print_versions()
+    if args.sparse:
+        return main_sparse(args)
 
     t0 = time.perf_counter()
     path = bc.make_blobs_file(args.rows, args.features, args.clusters, args.seed)
@@ -178,6 +208,145 @@ def main(argv=None):
 
     inertias = {s: bc.inertia(X, last[s].cluster_centers_) for s in args.systems}
     report(args, results, inertias)
+
+
+# -- sparse (hashed text) ------------------------------------------------------------
+SPARSE_DESCRIPTIONS = {
+    "dmlkit-threads": "scipy CSR, threads",
+    "sklearn": "scipy CSR, OpenMP",
+    "dmlkit-localcluster": "persisted CSR blocks, 2 procs",
+}
+
+
+def sparse_fitter(system, init, max_iter, X, Xd=None, cluster=None):
+    """One fit of ``system`` from ``init``, exactly ``max_iter`` Lloyd iterations unless
+    the centres stop moving (tol=0, n_init=1)."""
+    k = init.shape[0]
+    kw = dict(n_clusters=k, init=init, n_init=1, max_iter=max_iter, tol=0.0, random_state=0)
+    if system == "sklearn":
+        from sklearn.cluster import KMeans
+
+        return lambda: KMeans(algorithm="lloyd", **kw).fit(X)
+    import dmlkit
+
+    if system == "dmlkit-threads":
+        return lambda: dmlkit.KMeans(**kw).fit(X)
+
+    def fit():
+        with cluster.as_current():
+            return dmlkit.KMeans(**kw).fit(Xd)
+
+    return fit
+
+
+def sparse_inertia(X, centers, chunk_rows=1 << 15):
+    """float64 inertia of CSR X on ``centers``, the same way for every system."""
+    C = np.asarray(centers, dtype=np.float64)
+    c2 = (C * C).sum(axis=1)
+    total = 0.0
+    for s in range(0, X.shape[0], chunk_rows):
+        x = X[s:s + chunk_rows]
+        x2 = np.asarray(x.multiply(x).sum(axis=1)).ravel()
+        d2 = x2[:, None] - 2.0 * np.asarray(x @ C.T) + c2[None, :]
+        total += float(np.maximum(d2.min(axis=1), 0.0).sum())
+    return total
+
+
+def main_sparse(args):
+    import dask.array as da
+    import scipy.sparse as sp
+
+    t0 = time.perf_counter()
+    path = bc.make_text_file(n_docs=args.rows, n_test=0, n_features=args.features,
+                             seed=args.seed)
+    X, _ = bc.load_text(path, "train")
+    X = X.astype(np.float64).tocsr()
+    rng = np.random.default_rng([args.seed, 12345])
+    idx = np.sort(rng.choice(X.shape[0], size=args.clusters, replace=False))
+    init = np.ascontiguousarray(X[idx].toarray())
+    if np.unique(init, axis=0).shape[0] < args.clusters:
+        raise SystemExit("the drawn initial centres are not distinct; try another --seed")
+    nnz = X.nnz / X.shape[0]
+    mib = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**20
+    print(f"\ndata: {X.shape[0]:,} documents x {X.shape[1]:,} hashed features, CSR "
+          f"{X.dtype}, {nnz:.1f} non-zeros a row, {mib:.0f} MiB, {args.clusters} clusters, "
+          f"{args.iters} Lloyd iterations, {args.repeats} repeats ({path}, ready in "
+          f"{time.perf_counter() - t0:.1f}s)")
+    from dmlkit._core.blocks import from_csr_views
+
+    blocks = from_csr_views(X)
+    print(f"dmlkit's blocks for this matrix: {len(blocks.chunks[0])} of "
+          f"{blocks.chunks[0][0]:,} rows")
+
+    cluster = Xd = None
+    try:
+        if "dmlkit-localcluster" in args.systems:
+            t0 = time.perf_counter()
+            cluster = bc.DaskCluster(processes=True, n_workers=2, threads_per_worker=1)
+            Xd = cluster.persist(da.from_array(X, chunks=(blocks.chunks[0][0], X.shape[1]),
+                                               asarray=False, fancy=False))
+            cluster.warm()
+            print(f"LocalCluster(n_workers=2, threads_per_worker=1): CSR blocks persisted "
+                  f"({time.perf_counter() - t0:.1f}s)")
+        small = X[:4096]
+        for s in args.systems:  # warm-up: imports, numba's dispatch, the client's graphs
+            sparse_fitter(s, init, 2, small, None if Xd is None else Xd[:4096], cluster)()
+        fits = {s: sparse_fitter(s, init, args.iters, X, Xd, cluster) for s in args.systems}
+        results = {s: [] for s in args.systems}
+        last = {}
+        print("\nfits (seconds, n_iter, +RSS MiB, other CPU):")
+        for r in range(args.repeats):
+            order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
+            for s in order:
+                gc.collect()
+                with bc.ResourceMonitor() as mon:
+                    t = bc.Benchmark.timer()
+                    est = fits[s]()
+                    dt = bc.Benchmark.timer() - t
+                results[s].append((dt, int(est.n_iter_), mon))
+                last[s] = est
+                print(f"  round {r + 1} {s:<20} {dt:8.3f}s  n_iter={est.n_iter_:<3d} "
+                      f"+{(mon.peak - mon.start) / 2**20:7.0f}  {mon.other_cpu:5.2f}",
+                      flush=True)
+                del est
+    finally:
+        if cluster is not None:
+            cluster.close()
+    assert sp.issparse(X)
+    inertias = {s: sparse_inertia(X, last[s].cluster_centers_) for s in args.systems}
+    ref_name = "sklearn" if "sklearn" in inertias else args.systems[0]
+    if "sklearn" in last and "dmlkit-threads" in last:
+        same = np.mean(np.asarray(last["sklearn"].labels_)
+                       == np.asarray(last["dmlkit-threads"].labels_))
+        diff = np.abs(last["sklearn"].cluster_centers_
+                      - last["dmlkit-threads"].cluster_centers_).max()
+        print(f"\ndmlkit-threads against sklearn: {same:.6f} of the labels equal, centres "
+              f"within {diff:.2e}")
+    spi = {}
+    head = (f"{'system':<20} {'input':<30} {'n_iter':>6} {'s/iter':>8} {'min':>8} {'max':>8} "
+            f"{'fit s':>7} {'+RSS':>7} {'other':>6}  inertia vs {ref_name}")
+    print(f"\nKMeans Lloyd on hashed text, {X.shape[0]:,} x {X.shape[1]:,} CSR, "
+          f"k={args.clusters}, max_iter={args.iters}, tol=0, same init; median of "
+          f"{args.repeats} interleaved repeats")
+    print(head)
+    print("-" * len(head))
+    for s, runs in results.items():
+        per = [dt / n for dt, n, _ in runs]
+        spi[s] = statistics.median(per)
+        n_iter = sorted({n for _, n, _ in runs})
+        extra = max(m.peak - m.start for _, _, m in runs) / 2**20
+        other = statistics.mean(m.other_cpu for _, _, m in runs)
+        rel = inertias[s] / inertias[ref_name] - 1.0
+        print(f"{s:<20} {SPARSE_DESCRIPTIONS[s]:<30} {'/'.join(map(str, n_iter)):>6} "
+              f"{spi[s]:8.4f} {min(per):8.4f} {max(per):8.4f} "
+              f"{statistics.median(dt for dt, _, _ in runs):7.2f} {extra:7.0f} {other:6.2f}  "
+              f"{rel:+.2e}")
+    print()
+    for a in ("dmlkit-threads", "dmlkit-localcluster"):
+        if a in spi and "sklearn" in spi:
+            print(f"{a + ' / sklearn':<45} {spi[a] / spi['sklearn']:6.2f}x  "
+                  f"(s/iter, >1: {a} slower)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def report(args, results, inertias):

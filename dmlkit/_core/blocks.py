@@ -107,6 +107,17 @@ def is_sparse_blocks(X) -> bool:
     return sp.issparse(getattr(X, "_meta", None))
 
 
+def csr_arrays(X):
+    """(data, indices, indptr) of a scipy.sparse block as CSR without duplicate entries
+    (a squared norm would count a duplicated entry's square twice); duplicates are
+    summed on a copy, so the caller's block is never modified."""
+    X = X.tocsr() if X.format != "csr" else X
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()  # also sorts the indices: a canonical block skips this
+    return X.data, X.indices, X.indptr
+
+
 def estimate_nbytes(X: da.Array) -> float:
     """Bytes the blocks of X take in memory.
 

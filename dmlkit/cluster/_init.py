@@ -20,6 +20,10 @@ exactly, in one pass per round, and the same rows whichever worker ran which blo
   for each centre, ``2 + log(k)`` candidates drawn by ``w * D^2`` and one more pass that
   keeps the candidate lowering the potential most: 2k passes.
 - ``'random'``: k distinct rows drawn by weight, in one pass.
+
+CSR blocks work the same: the kernels take them, and the drawn rows travel (to the
+driver and back to the blocks as the next round's centres) as CSR rows, a few hundred
+bytes each, made dense only inside a task and in the centres returned.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import warnings
 
 import dask
 import numpy as np
+import scipy.sparse as sp
 
 from dmlkit._core.dispatch import get_kernels, to_numpy
 
@@ -37,7 +42,22 @@ TIER_POS, TIER_ZERO_DIST = 2, 1  # rows with w*D^2 > 0 first, then rows on a cen
 
 
 def _rows_numpy(x, idx):
+    """Rows ``idx`` of a block on the host: a NumPy array, or CSR for a CSR block."""
+    if sp.issparse(x):
+        return x[np.asarray(idx, dtype=np.int64)].tocsr()
     return to_numpy(x[idx, ...]) if len(idx) else np.zeros((0, x.shape[1]), dtype=x.dtype)
+
+
+def dense(rows):
+    """Rows (NumPy or scipy.sparse) as a C-contiguous NumPy array."""
+    return np.ascontiguousarray(rows.toarray() if sp.issparse(rows) else rows)
+
+
+def vstack(parts):
+    """Stack row groups: CSR if any is sparse, else NumPy."""
+    if any(sp.issparse(p) for p in parts):
+        return sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
+    return np.concatenate(parts)
 
 
 def _update_state(x, state, new_centers, base, backend, n_threads):
@@ -48,9 +68,9 @@ def _update_state(x, state, new_centers, base, backend, n_threads):
         owner = np.full(n, -1, dtype=np.int64)
     else:
         dist, owner = state[0], state[1]
-    if new_centers is not None and len(new_centers):
+    if new_centers is not None and new_centers.shape[0]:
         K = get_kernels("cluster", backend)
-        lab, d2 = K.labels_sqdist_block(x, new_centers, n_threads=n_threads)
+        lab, d2 = K.labels_sqdist_block(x, dense(new_centers), n_threads=n_threads)
         lab, d2 = to_numpy(lab), to_numpy(d2)
         if not np.isfinite(d2).all():
             # A NaN/inf row (or a centre drawn from one) makes its distances non-finite:
@@ -148,7 +168,7 @@ def _potentials_task(x, w, offset, state, trials, backend, n_threads=1):
     """Potential sum(w * min(D^2, d^2(x, t))) of the block for every trial centre t."""
     dist = state[0]
     K = get_kernels("cluster", backend)
-    d2 = to_numpy(K.sqdist_block(x, trials, n_threads=n_threads))
+    d2 = to_numpy(K.sqdist_block(x, dense(trials), n_threads=n_threads))
     new = np.minimum(dist[:, None], d2)
     if w is None:
         return new.sum(axis=0)
@@ -167,7 +187,7 @@ def _merge_samples(samples, m):
     tier = np.concatenate([s[0] for s in samples])
     key = np.concatenate([s[1] for s in samples])
     gidx = np.concatenate([s[2] for s in samples])
-    rows = np.concatenate([s[3] for s in samples])
+    rows = vstack([s[3] for s in samples])
     order = np.lexsort((gidx, -key, -tier))[:m]
     return rows[order], gidx[order]
 
@@ -200,7 +220,7 @@ class _Sampler:
             samples = d.compute(*[dask.delayed(_second)(o) for o in outs])
             self.outs = outs
         else:
-            if new_centers is not None and len(new_centers):
+            if new_centers is not None and new_centers.shape[0]:
                 self.groups.append((new_centers, base))
             per_block = [(i,) for i in range(len(d.x_parts))]
             samples = d.compute(*d.map_blocks(
@@ -216,7 +236,7 @@ class _Sampler:
             parts = d.map_blocks(_weights_task, d.shared(new_centers, "init-centers"), base,
                                  n_cand, self.backend, step="init-weights", per_block=per_block)
         else:
-            if new_centers is not None and len(new_centers):
+            if new_centers is not None and new_centers.shape[0]:
                 self.groups.append((new_centers, base))
             parts = d.map_blocks(_weights_stream_task, self._groups("init-centers"), n_cand,
                                  self.backend, step="init-weights")
@@ -251,7 +271,7 @@ def _second(o):
 
 def init_random(driver, k, seed, backend):
     rows, _ = _Sampler(driver, seed, backend).round(None, 0, k)
-    return rows
+    return dense(rows)
 
 
 def init_kmeans_plusplus(driver, k, seed, backend):
@@ -261,11 +281,11 @@ def init_kmeans_plusplus(driver, k, seed, backend):
     n_trials = 2 + int(np.log(k))
     for j in range(1, k):
         trials, _ = s.round(centers[-1], j - 1, n_trials)
-        if len(trials) > 1:
+        if trials.shape[0] > 1:
             best = int(np.argmin(s.potentials(trials)))  # first on ties
             trials = trials[best:best + 1]
         centers.append(trials)
-    return np.concatenate(centers)
+    return dense(vstack(centers))
 
 
 def init_kmeans_parallel(driver, k, seed, backend, *, oversampling_factor=2.0, rounds=5,
@@ -277,24 +297,28 @@ def init_kmeans_parallel(driver, k, seed, backend, *, oversampling_factor=2.0, r
     base, new = 0, first
     for _ in range(rounds):
         rows, _ = s.round(new, base, ell)
-        base += len(new)
+        base += new.shape[0]
         new = rows
         cands.append(rows)
-    n_cand = base + len(new)
+    n_cand = base + new.shape[0]
     weights = s.candidate_weights(new, base, n_cand)
-    C = np.concatenate(cands)
+    C = vstack(cands)
     return reduce_candidates(C, weights, k, random_state)
 
 
 def reduce_candidates(C, weights, k, random_state):
-    """k centres from weighted candidates: weighted k-means++ then Lloyd (scikit-learn's)."""
+    """k centres from weighted candidates: weighted k-means++ then Lloyd (scikit-learn's).
+
+    CSR candidates (from CSR blocks) stay sparse for scikit-learn's fit; the centres
+    come back dense.
+    """
     from sklearn.cluster import KMeans as _SkKMeans
 
     keep = weights > 0
     if keep.sum() >= k:
-        C, weights = C[keep], weights[keep]
+        C, weights = C[np.flatnonzero(keep)], weights[keep]
     if C.shape[0] <= k:
-        return C[:k]
+        return dense(C[:k])
     # The candidates are few (about oversampling_factor * k * rounds): several local
     # k-means++ starts cost little and make the init much less seed-dependent.
     km = _SkKMeans(n_clusters=k, init="k-means++", n_init=LOCAL_N_INIT, max_iter=100,
@@ -302,4 +326,4 @@ def reduce_candidates(C, weights, k, random_state):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate candidates: handled by the caller
         km.fit(C.astype(np.float64), sample_weight=weights)
-    return km.cluster_centers_.astype(C.dtype)
+    return np.ascontiguousarray(km.cluster_centers_.astype(C.dtype))

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import numbers
+import sys
 import time
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn import get_config as _sk_get_config
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     ClusterMixin,
     TransformerMixin,
 )
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
+from dmlkit._core.client import compute, placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver, check_cache_param
+from dmlkit._core.params import Interval, StrOptions, is_arraylike_not_scalar, validate_params
 from dmlkit._core.stats import column_stats
 from dmlkit.base import keep_state_on_error
 from dmlkit.cluster import _init
@@ -85,7 +91,7 @@ def _farthest_task(x, w, offset, centers, m, backend, n_threads=1):
     idx = np.arange(d2.shape[0])
     order = np.lexsort((idx, -d2))[:m]
     wv = np.ones(len(order)) if w is None else np.asarray(to_numpy(w), np.float64)[order]
-    rows = to_numpy(x[order, ...]) if len(order) else np.zeros((0, x.shape[1]), x.dtype)
+    rows = _init.dense(_init._rows_numpy(x, order))
     return d2[order], order + offset, rows, labels[order], wv
 
 
@@ -105,29 +111,54 @@ def _distances_task(x, centers, backend, n_threads=1):
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering of data larger than memory, on a Dask cluster or local threads.
 
-    Parameters follow :class:`sklearn.cluster.KMeans` where they apply.
+    Parameters follow :class:`sklearn.cluster.KMeans` where they apply.  X may be dense
+    (NumPy, pandas, dask arrays and dataframes) or sparse (a ``scipy.sparse`` matrix in
+    any format, or a dask array of scipy.sparse blocks, e.g. text hashed with
+    ``HashingVectorizer``): sparse blocks run CSR kernels whose cost is proportional to
+    the non-zeros, and the centres stay dense.
 
     Parameters
     ----------
     n_clusters : int, default=8
-    init : {'k-means||', 'k-means++', 'random'} or array of shape (n_clusters, n_features)
+    init : {'k-means||', 'k-means++', 'random'}, callable or array of shape \
+(n_clusters, n_features), default='k-means||'
         ``'k-means||'`` (default) is the scalable k-means++ of Bahmani et al. (2012), as in
         Spark MLlib and dask-ml: ``init_max_iter`` passes over the data.  ``'k-means++'``
         needs ``n_clusters`` passes.  Both draw rows with probability proportional to
         ``sample_weight * D^2`` with per-block random streams, so the result does not
         depend on which worker ran which block.
+
+        A callable is called as scikit-learn does, ``init(X, n_clusters,
+        random_state=RandomState)``, and must return ``(n_clusters, n_features)``
+        centres.  In-memory input (NumPy, pandas, scipy.sparse) gives it X as validated:
+        a float NumPy array or a CSR matrix (not mean-centred, unlike scikit-learn's
+        internal copy for dense X).  Dask input gives it the normalised dask array (float,
+        row blocks, CSR blocks for sparse input): it should work lazily (e.g. sample
+        rows), and a dask result is computed.  ``sample_weight`` is not passed to it (as
+        scikit-learn).
     n_init : 'auto' or int, default='auto'
         Number of initialisations; the run with the lowest inertia wins.  ``'auto'`` is 1
-        except for ``init='random'`` (10), as scikit-learn.
+        for 'k-means||', 'k-means++' and an array, 10 for 'random' and a callable, as
+        scikit-learn (1.4+); the number used is recorded in ``_n_init`` (as scikit-learn).
     max_iter : int, default=300
         Maximum Lloyd iterations of a run.
     tol : float, default=1e-4
         Relative tolerance on the squared shift of the centres between iterations, scaled
-        by the mean variance of the features (as scikit-learn).
+        by the mean variance of the features (as scikit-learn; for sparse X the variance
+        counts the implicit zeros).  A run also stops when its centres stop moving.
     verbose : int, default=0
-        A progress bar (``tqdm.auto``, works in notebooks) and INFO logs on ``dmlkit``.
+        A progress bar (``tqdm.auto`` on stderr, works in notebooks), scikit-learn's
+        messages on stdout ("Initialization complete", "Iteration i, inertia x.",
+        "Converged at iteration i: ...") and INFO logs on ``dmlkit``.
     random_state : int, RandomState instance or None
         Same data, same blocks and same seed give the same centres, bit for bit.
+    copy_x : bool, default=True
+        Accepted for scikit-learn compatibility; dmlkit never modifies X (it does not
+        centre the data in place as scikit-learn does with ``copy_x=False``).
+    algorithm : {'lloyd', 'elkan'}, default='lloyd'
+        Accepted for scikit-learn compatibility.  Both run dmlkit's fused Lloyd kernel
+        (one pass over the blocks per iteration, which suits distributed data better than
+        Elkan's per-row bounds), so ``'elkan'`` gives exactly the result of ``'lloyd'``.
     oversampling_factor : float, default=2.0
         k-means||: candidates drawn per round, as a multiple of ``n_clusters``.
     init_max_iter : int or None, default=None
@@ -145,11 +176,34 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     n_iter_ : int
     n_features_in_ : int
     feature_names_in_ : ndarray of str (dataframe input with string column names)
+
+    Notes
+    -----
+    ``transform`` / ``fit_transform`` of dask input under ``set_output(transform=
+    "pandas")`` (or the global ``transform_output``) give a lazy dask DataFrame with the
+    columns of ``get_feature_names_out()``; ``"polars"`` raises a ValueError for dask
+    input (there is no lazy polars container to return).  NumPy and pandas input get
+    scikit-learn's containers.
     """
 
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions(("k-means||", "k-means++", "random")), callable, "array-like"],
+        "n_init": [StrOptions(("auto",)), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "copy_x": ["boolean"],
+        "algorithm": [StrOptions(("lloyd", "elkan"))],
+        "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
+        "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "cache": [StrOptions(("auto",)), "boolean"],
+    }
+
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
-                 verbose=0, random_state=None, oversampling_factor=2.0, init_max_iter=None,
-                 cache="auto"):
+                 verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
+                 oversampling_factor=2.0, init_max_iter=None, cache="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -157,77 +211,105 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.tol = tol
         self.verbose = verbose
         self.random_state = random_state
+        self.copy_x = copy_x
+        self.algorithm = algorithm
         self.oversampling_factor = oversampling_factor
         self.init_max_iter = init_max_iter
         self.cache = cache
 
     # -- parameter checks ----------------------------------------------------------
     def _check_params(self):
-        def _int(name, low, allow_none=False):
-            v = getattr(self, name)
-            if allow_none and v is None:
-                return
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {v!r}.")
-
-        _int("n_clusters", 1)
-        _int("max_iter", 1)
-        _int("init_max_iter", 1, allow_none=True)
-        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
-            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}.")
-        if not (isinstance(self.oversampling_factor, numbers.Real)
-                and self.oversampling_factor > 0):
-            raise ValueError(f"oversampling_factor must be > 0, got {self.oversampling_factor!r}.")
-        if self.n_init != "auto":
-            _int("n_init", 1)
+        validate_params(self._parameter_constraints, self.get_params(deep=False),
+                        type(self).__name__)
         check_cache_param(self.cache)
-        if isinstance(self.init, str):
-            if self.init not in INITS:
-                raise ValueError(f"init must be one of {sorted(INITS)} or an array of shape "
-                                 f"(n_clusters, n_features), got {self.init!r}.")
-        elif callable(self.init):
-            raise TypeError("A callable init is not supported; pass 'k-means||', 'k-means++', "
-                            "'random' or an array of centres.")
 
     def _resolved_n_init(self):
-        if isinstance(self.init, str) and self.init == "random":
-            default = 10
+        """scikit-learn's n_init='auto' (1.4+): 10 for 'random' and a callable, else 1."""
+        if self.n_init == "auto":
+            n_init = 10 if (callable(self.init) or (isinstance(self.init, str)
+                                                    and self.init == "random")) else 1
         else:
-            default = 1
-        n_init = default if self.n_init == "auto" else self.n_init
-        if not isinstance(self.init, str) and n_init != 1:
-            warnings.warn("Explicit initial centres passed: performing only one init "
-                          f"instead of n_init={n_init}.", RuntimeWarning, stacklevel=3)
+            n_init = self.n_init
+        if is_arraylike_not_scalar(self.init) and n_init != 1:
+            warnings.warn("Explicit initial center position passed: performing only one init "
+                          f"in {type(self).__name__} instead of n_init={n_init}.",
+                          RuntimeWarning, stacklevel=3)
             n_init = 1
-        return n_init
+        return int(n_init)
+
+    def _resolved_algorithm(self):
+        if self.algorithm == "elkan" and self.n_clusters == 1:
+            warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using "
+                          "'lloyd' instead.", RuntimeWarning, stacklevel=3)
+            return "lloyd"
+        return self.algorithm
+
+    def _check_centers(self, centers, n_features, dtype):
+        """Initial centres as a C-contiguous array of X's dtype, with scikit-learn's checks
+        and messages."""
+        if is_dask_collection(centers):
+            (centers,) = compute(centers)
+        if sp.issparse(centers):
+            centers = centers.toarray()
+        centers = check_array(to_numpy(centers) if not isinstance(centers, (list, tuple))
+                              else centers, dtype=dtype, copy=True, order="C",
+                              input_name="init")
+        if centers.shape[0] != self.n_clusters:
+            raise ValueError(f"The shape of the initial centers {centers.shape} does not match "
+                             f"the number of clusters {self.n_clusters}.")
+        if centers.shape[1] != n_features:
+            raise ValueError(f"The shape of the initial centers {centers.shape} does not match "
+                             f"the number of features of the data {n_features}.")
+        return centers
 
     def _check_init_array(self, n_features, dtype):
-        init = to_numpy(self.init.compute() if is_dask_collection(self.init) else self.init)
-        init = np.asarray(init, dtype=dtype)
-        if init.ndim != 2 or init.shape != (self.n_clusters, n_features):
-            raise ValueError(f"The shape of the initial centers {init.shape} does not match "
-                             f"(n_clusters, n_features) = ({self.n_clusters}, {n_features}).")
-        if not np.isfinite(init).all():
-            raise ValueError("Input init contains NaN or infinity.")
-        return np.ascontiguousarray(init)
+        return self._check_centers(self.init, n_features, dtype)
+
+    def _callable_init(self, blocks, driver, seed):
+        """Call a callable ``init`` as scikit-learn does (see the class docstring)."""
+        rs = np.random.RandomState(seed)
+        if blocks.lazy:
+            centers = self.init(blocks.X, self.n_clusters, random_state=rs)
+            if is_dask_collection(centers):
+                centers = driver.compute(centers)[0]
+        else:
+            if not hasattr(self, "_callable_X"):  # the validated in-memory X, once per fit
+                (self._callable_X,) = compute(blocks.X)
+            centers = self.init(self._callable_X, self.n_clusters, random_state=rs)
+        return self._check_centers(centers, blocks.n_features, blocks.dtype)
 
     # -- fit -------------------------------------------------------------------------
+    @placed
     def fit(self, X, y=None, sample_weight=None):
-        """Compute k-means clustering of X (numpy, pandas, dask array or dask dataframe)."""
+        """Compute k-means clustering of X (numpy, pandas, scipy.sparse, dask array or
+        dask dataframe)."""
         with keep_state_on_error(self):
-            return self._fit(X, sample_weight)
+            try:
+                return self._fit(X, sample_weight)
+            finally:
+                self.__dict__.pop("_callable_X", None)
+
+    def _say(self, bar, message):
+        """scikit-learn's verbose messages, on stdout (through tqdm: the bar stays whole)."""
+        if self.verbose:
+            write = getattr(bar, "write", None)
+            if write is not None:
+                write(message, file=sys.stdout)
+            else:
+                print(message)
 
     def _fit(self, X, sample_weight):
         self._check_params()
         # NaN/inf in lazy X is found in the first pass's reduced sums (no extra pass).
         blocks = to_row_blocks(X, estimator=self, reset=True, sample_weight=sample_weight,
-                               finite_check="caller")
+                               finite_check="caller", accept_sparse=True)
         n, k = blocks.n_samples, self.n_clusters
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
         n_init = self._resolved_n_init()
+        algorithm = self._resolved_algorithm()
         init_array = None
-        if not isinstance(self.init, str):
+        if is_arraylike_not_scalar(self.init):
             init_array = self._check_init_array(blocks.n_features, blocks.dtype)
         rs = check_random_state(self.random_state)
         backend = backend_of(blocks.X._meta)
@@ -239,8 +321,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         for run, seed in enumerate(seeds):
             if init_array is not None:
                 centers = init_array
+            elif callable(self.init):
+                centers = self._callable_init(blocks, driver, int(seed))
             else:
                 centers = self._init_centers(driver, int(seed), backend)
+            if self.verbose:
+                print("Initialization complete")
             centers, n_iter, counts = self._lloyd(driver, centers, tol, backend, run, n_init)
             inertia, labels = self._final_pass(driver, centers, backend, blocks.lazy)
             if best is None or inertia < best[2]:
@@ -250,12 +336,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.n_iter_ = int(n_iter)
         self.inertia_ = float(inertia)
         self.labels_ = labels if labels is not None else self._predict_blocks(blocks, backend)
+        self._n_init, self._algorithm, self._tol = n_init, algorithm, tol
         self._fit_seconds = time.perf_counter() - t0
-        distinct = np.unique(centers, axis=0).shape[0]
+        distinct = _n_distinct_rows(centers)
         if distinct < k:
             warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than "
                           f"n_clusters ({k}). Possibly due to duplicate points in X.",
-                          ConvergenceWarning, stacklevel=2)
+                          ConvergenceWarning, stacklevel=3)
         logger.info("dmlkit-kmeans: %d iterations, inertia %.6g, %.2fs", self.n_iter_,
                     self.inertia_, self._fit_seconds)
         return self
@@ -295,15 +382,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                                                           backend, bool(self.verbose),
                                                           step="lloyd")
                 check_finite_result(sums, counts)
+                self._say(bar, f"Iteration {it}, inertia {inertia}.")
                 empty = np.flatnonzero(counts == 0)
                 if len(empty):
                     sums, counts = self._relocate_empty(driver, centers, sums, counts, empty,
                                                         backend)
-                new = centers.astype(np.float64, copy=True)
-                nz = counts > 0
-                new[nz] = sums[nz] / counts[nz, None]
-                new = new.astype(dtype)
-                shift = float(((new.astype(np.float64) - centers) ** 2).sum())
+                new = _new_centers(centers, sums, counts, dtype)
+                diff = new.astype(np.float64) - centers
+                shift = float(np.square(diff, out=diff).sum())
                 centers = new
                 n_iter = it + 1
                 bar.update(1)
@@ -311,7 +397,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                     bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
                 logger.debug("dmlkit-kmeans iter %d inertia %.6g shift %.3g", n_iter, inertia,
                              shift)
+                # The centres did not move: the next assignment is this one (scikit-learn's
+                # strict convergence, which compares labels and so starts at iteration 1).
+                if it > 0 and shift == 0:
+                    self._say(bar, f"Converged at iteration {it}: strict convergence.")
+                    _complete_bar(bar, n_iter)
+                    break
                 if shift <= tol:
+                    self._say(bar, f"Converged at iteration {it}: center shift {shift} within "
+                                   f"tolerance {tol}.")
+                    _complete_bar(bar, n_iter)
                     break
             else:
                 if tol > 0:
@@ -327,6 +422,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                                   step="relocate")
         found = driver.compute(*parts)
         d2 = np.concatenate([f[0] for f in found])
+        if not len(d2) or d2.max() == 0:
+            # More clusters than distinct rows: relocating is pointless (as scikit-learn).
+            return sums, counts
         gidx = np.concatenate([f[1] for f in found])
         rows = np.concatenate([f[2] for f in found])
         labels = np.concatenate([f[3] for f in found])
@@ -355,31 +453,37 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         return inertia, labels
 
     # -- partial_fit -------------------------------------------------------------------
+    @placed
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the centres with one batch (mini-batch k-means, learning rate 1/count).
 
         The first call initialises the centres from the batch with ``init``.
         """
         with keep_state_on_error(self):
-            return self._partial_fit(X, sample_weight)
+            try:
+                return self._partial_fit(X, sample_weight)
+            finally:
+                self.__dict__.pop("_callable_X", None)
 
     def _partial_fit(self, X, sample_weight):
         first = not hasattr(self, "cluster_centers_")
         if first:
             self._check_params()
-        blocks = to_row_blocks(X, estimator=self, reset=first, sample_weight=sample_weight)
+        blocks = to_row_blocks(X, estimator=self, reset=first, sample_weight=sample_weight,
+                               accept_sparse=True)
         backend = backend_of(blocks.X._meta)
         driver = Driver("kmeans", blocks, cache=False, verbose=0)
         if first:
             if blocks.n_samples < self.n_clusters:
                 raise ValueError(f"n_samples={blocks.n_samples} should be >= "
                                  f"n_clusters={self.n_clusters}.")
-            rs = check_random_state(self.random_state)
-            if isinstance(self.init, str):
-                centers = self._init_centers(driver, int(rs.randint(np.iinfo(np.int32).max)),
-                                             backend)
-            else:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            if is_arraylike_not_scalar(self.init):
                 centers = self._check_init_array(blocks.n_features, blocks.dtype)
+            elif callable(self.init):
+                centers = self._callable_init(blocks, driver, seed)
+            else:
+                centers = self._init_centers(driver, seed, backend)
             self._counts = np.zeros(self.n_clusters)
             self.n_steps_ = 0
             self.n_iter_ = 0
@@ -405,41 +509,79 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         labels = blocks.X.map_blocks(_labels_task, centers, backend, drop_axis=1,
                                      dtype=np.int32, name="dmlkit-kmeans-predict",
                                      meta=np.empty((0,), dtype=np.int32))
-        return labels if blocks.lazy else labels.compute()
+        return labels if blocks.lazy else compute(labels)[0]
 
+    @placed
     def predict(self, X):
         """Index of the nearest centre for each row (dask array for dask input)."""
         check_is_fitted(self)
-        blocks = to_row_blocks(X, estimator=self, reset=False)
+        blocks = to_row_blocks(X, estimator=self, reset=False, accept_sparse=True)
         return self._predict_blocks(blocks, backend_of(blocks.X._meta))
 
+    @placed
     def fit_predict(self, X, y=None, sample_weight=None):
         return self.fit(X, sample_weight=sample_weight).labels_
 
+    @placed
     def transform(self, X):
         """Euclidean distance from each row to each centre, shape (n_samples, n_clusters)."""
+        return self._transform(X)
+
+    def _transform(self, X):
         check_is_fitted(self)
-        blocks = to_row_blocks(X, estimator=self, reset=False)
+        blocks = to_row_blocks(X, estimator=self, reset=False, accept_sparse=True)
         centers = self.cluster_centers_.astype(blocks.dtype)
         backend = backend_of(blocks.X._meta)
+        meta = blocks.X._meta
+        meta = np.empty((0, self.n_clusters), dtype=blocks.dtype) if sp.issparse(meta) else \
+            meta[:0, :0]
         out = blocks.X.map_blocks(_distances_task, centers, backend,
                                   chunks=(blocks.X.chunks[0], (self.n_clusters,)),
                                   dtype=blocks.dtype, name="dmlkit-kmeans-transform",
-                                  meta=blocks.X._meta)
-        return out if blocks.lazy else out.compute()
+                                  meta=meta)
+        return out if blocks.lazy else compute(out)[0]
 
+    @placed
     def fit_transform(self, X, y=None, sample_weight=None):
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+        return self.fit(X, sample_weight=sample_weight)._transform(X)
 
+    @placed
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the inertia of X on the fitted centres (higher is better)."""
         check_is_fitted(self)
-        blocks = to_row_blocks(X, estimator=self, reset=False, sample_weight=sample_weight)
+        blocks = to_row_blocks(X, estimator=self, reset=False, sample_weight=sample_weight,
+                               accept_sparse=True)
         backend = backend_of(blocks.X._meta)
         driver = Driver("kmeans", blocks, cache=False)
         centers = self.cluster_centers_.astype(blocks.dtype)
         return -driver.map_reduce(_inertia_task, _sum_floats, driver.shared(centers, "centers"),
                                   backend, step="score")
+
+    # -- set_output with dask input --------------------------------------------------------
+    def _transform_output(self):
+        """The container ``set_output`` (or scikit-learn's global ``transform_output``)
+        asks for, read as scikit-learn's wrapper reads it."""
+        own = getattr(self, "_sklearn_output_config", {})
+        return own.get("transform", _sk_get_config()["transform_output"])
+
+    def _check_lazy_container(self, kind):
+        if kind != "pandas":
+            raise ValueError(
+                f"set_output(transform={kind!r}) cannot wrap {type(self).__name__}'s output "
+                "for dask input without computing all of it into this process; use "
+                "transform='pandas' (a lazy dask DataFrame) or 'default' (a dask array), or "
+                "compute the input first.")
+
+    def _lazy_container(self, X, out):
+        """A dask result as a lazy dask DataFrame named by ``get_feature_names_out`` (with
+        the index of a dask DataFrame input whose partitions match the blocks)."""
+        import dask.dataframe as dd
+
+        names = [str(c) for c in self.get_feature_names_out()]
+        index = getattr(X, "index", None)
+        if index is not None and getattr(X, "npartitions", None) == out.numblocks[0]:
+            return dd.from_dask_array(out, columns=names, index=index)
+        return dd.from_dask_array(out, columns=names)
 
     @property
     def _n_features_out(self):
@@ -447,8 +589,62 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _new_centers(centers, sums, counts, dtype):
+    """sums / counts for the clusters with weight, the old centre for the others; no
+    temporary of the centres' size beyond the result (they are k x d: 8 MiB for 16
+    centres of 2^16 hashed features)."""
+    new = centers.astype(np.float64)
+    np.divide(sums, counts[:, None], out=new, where=(counts > 0)[:, None])
+    return new.astype(dtype, copy=False)
+
+
+def _n_distinct_rows(a):
+    """Distinct rows of a small 2-D array (np.unique(axis=0) sorts structured rows: 0.3 s
+    for 16 x 65536)."""
+    return len({np.ascontiguousarray(row + 0.0).tobytes() for row in a})  # -0.0 == 0.0
+
+
+def _complete_bar(bar, n):
+    """A converged run's progress bar ends complete: its total becomes the iterations run."""
+    if not hasattr(bar, "total"):
+        return  # no bar (verbose=0)
+    bar.total = n
+    children = getattr(getattr(bar, "container", None), "children", None)
+    if children is not None and len(children) > 1:  # tqdm.notebook's widget
+        children[1].max = n
+    bar.refresh()
+
+
+def _lazy_output(method, compute):
+    """Put a lazy path in front of scikit-learn's ``set_output`` wrapper of ``method``.
+
+    scikit-learn's wrapper builds ``pd.DataFrame(result)``, which would pull a dask
+    result into this process.  For dask input under a non-default output config,
+    ``compute(self, X, *args, **kwargs)`` gives the dask array and it is wrapped lazily
+    (or refused); everything else goes through scikit-learn's wrapper unchanged.
+    """
+
+    @functools.wraps(method)
+    def wrapped(self, X, *args, **kwargs):
+        kind = self._transform_output()
+        if is_dask_collection(X) and kind != "default":
+            self._check_lazy_container(kind)  # before any work
+            return self._lazy_container(X, compute(self, X, *args, **kwargs))
+        return method(self, X, *args, **kwargs)
+
+    return wrapped
+
+
+KMeans.transform = _lazy_output(KMeans.transform, lambda self, X: self._transform(X))
+KMeans.fit_transform = _lazy_output(
+    KMeans.fit_transform,
+    lambda self, X, y=None, sample_weight=None: self.fit(X, sample_weight=sample_weight)
+    ._transform(X))
 
 
 def _sum_floats(*parts):

@@ -5,7 +5,6 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 
 from dmlkit import KMeans
@@ -80,15 +79,22 @@ def test_more_clusters_than_samples(X, lazy):
         KMeans(201).fit(da.from_array(X, chunks=64) if lazy else X)
 
 
-def test_wrong_shaped_init(X):
-    with pytest.raises(ValueError, match=r"shape of the initial centers \(2, 3\).*\(3, 3\)"):
-        KMeans(3, init=X[:2]).fit(X)
-    with pytest.raises(ValueError, match=r"\(3, 2\)"):
-        KMeans(3, init=X[:3, :2]).fit(X)
+@pytest.mark.parametrize("callable_init", [False, True])
+def test_wrong_shaped_init(X, callable_init):
+    # scikit-learn's messages, for arrays and for what a callable init returns
+    def init(c):
+        return (lambda X_, k, random_state: c) if callable_init else c
+
+    with pytest.raises(ValueError, match=r"The shape of the initial centers \(2, 3\) does not "
+                                         r"match the number of clusters 3\."):
+        KMeans(3, init=init(X[:2]), n_init=1).fit(X)
+    with pytest.raises(ValueError, match=r"The shape of the initial centers \(3, 2\) does not "
+                                         r"match the number of features of the data 3\."):
+        KMeans(3, init=init(X[:3, :2]), n_init=1).fit(X)
     bad = X[:3].copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="init contains NaN"):
-        KMeans(3, init=bad).fit(X)
+        KMeans(3, init=init(bad), n_init=1).fit(X)
 
 
 def test_misaligned_sample_weight(X):
@@ -106,30 +112,48 @@ def test_misaligned_sample_weight(X):
         KMeans(2).fit(da.from_array(X, chunks=50), sample_weight=da.from_array(w, chunks=50))
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"n_clusters": 0}, "n_clusters"),
-    ({"n_clusters": 2.5}, "n_clusters"),
-    ({"init": "kmeans"}, "init must be one of"),
-    ({"max_iter": 0}, "max_iter"),
-    ({"tol": -1.0}, "tol"),
-    ({"n_init": 0}, "n_init"),
-    ({"cache": "sometimes"}, "cache"),
-    ({"oversampling_factor": 0}, "oversampling_factor"),
-    ({"init_max_iter": 0}, "init_max_iter"),
+@pytest.mark.parametrize("params, message", [
+    ({"n_clusters": 0}, "The 'n_clusters' parameter of KMeans must be an int in the range "
+                        "[1, inf). Got 0 instead."),
+    ({"n_clusters": 2.5}, "The 'n_clusters' parameter of KMeans must be an int in the range "
+                          "[1, inf). Got 2.5 instead."),
+    ({"init": "kmeans"}, "The 'init' parameter of KMeans must be a str among {'k-means||', "
+                         "'k-means++', 'random'}, a callable or an array-like. Got 'kmeans' "
+                         "instead."),
+    ({"max_iter": 0}, "The 'max_iter' parameter of KMeans must be an int in the range "
+                      "[1, inf). Got 0 instead."),
+    ({"tol": -1.0}, "The 'tol' parameter of KMeans must be a float in the range [0.0, inf). "
+                    "Got -1.0 instead."),
+    ({"n_init": 0}, "The 'n_init' parameter of KMeans must be a str among {'auto'} or an int "
+                    "in the range [1, inf). Got 0 instead."),
+    ({"algorithm": "full"}, "The 'algorithm' parameter of KMeans must be a str among "
+                            "{'lloyd', 'elkan'}. Got 'full' instead."),
+    ({"copy_x": "yes"}, "The 'copy_x' parameter of KMeans must be an instance of 'bool' or an "
+                        "instance of 'numpy.bool'. Got 'yes' instead."),
+    ({"verbose": -1}, "The 'verbose' parameter of KMeans must be an int in the range [0, inf), "
+                      "an instance of 'bool' or an instance of 'numpy.bool'. Got -1 instead."),
+    ({"random_state": "0"}, "The 'random_state' parameter of KMeans must be an int in the "
+                            "range [0, 4294967295], an instance of 'numpy.random.mtrand."
+                            "RandomState' or None. Got '0' instead."),
+    ({"cache": "sometimes"}, "The 'cache' parameter of KMeans must be a str among {'auto'} or "
+                             "an instance of 'bool' or an instance of 'numpy.bool'. Got "
+                             "'sometimes' instead."),
+    ({"oversampling_factor": 0}, "The 'oversampling_factor' parameter of KMeans must be a "
+                                 "float in the range (0.0, inf). Got 0 instead."),
+    ({"init_max_iter": 0}, "The 'init_max_iter' parameter of KMeans must be an int in the "
+                           "range [1, inf) or None. Got 0 instead."),
 ])
-def test_bad_params(X, params, match):
-    with pytest.raises(ValueError, match=match):
-        KMeans(**{"n_clusters": 2, **params}).fit(X)
+def test_bad_params(X, params, message):
+    # scikit-learn's InvalidParameterError wording; a ValueError and a TypeError
+    import re
 
+    from dmlkit.exceptions import InvalidParameterError
 
-def test_callable_init_rejected(X):
-    with pytest.raises(TypeError, match="callable"):
-        KMeans(2, init=lambda X, k, rs: X[:k]).fit(X)
-
-
-def test_sparse_rejected_clearly(X):
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        KMeans(2).fit(sp.csr_matrix(X))
+    for exc in (InvalidParameterError, ValueError, TypeError):
+        with pytest.raises(exc, match=re.escape(message)):
+            KMeans(**{"n_clusters": 2, **params}).fit(X)
+    with pytest.raises(ValueError, match=re.escape(message)):  # checked on the first call
+        KMeans(**{"n_clusters": 2, **params}).partial_fit(X)
 
 
 def test_predict_before_fit_and_wrong_features(X):

@@ -203,3 +203,29 @@ def test_one_in_memory_block_without_a_cluster_runs_passes_directly():
     km = dmlkit.KMeans(3, random_state=0, n_init=1)
     np.testing.assert_array_equal(km.fit(X).cluster_centers_,
                                   km.fit(da.from_array(X, chunks=(300, 4))).cluster_centers_)
+
+
+def test_column_stats_of_csr_blocks_match_scikit_learn():
+    import scipy.sparse as sp
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    from dmlkit._core.stats import column_stats
+
+    X = sp.random(5000, 40, density=0.1, format="csr", random_state=0) * 3.0
+    X = X.tolil()
+    X[0, 0] = 1.0  # a row with a stored entry written twice below: summed, not squared
+    X = X.tocsr()
+    X.data = np.concatenate([X.data, [0.5]])
+    X.indices = np.concatenate([X.indices, [0]]).astype(X.indices.dtype)
+    X.indptr[1:] += 1
+    X.has_canonical_format = False
+    ref = X.copy()
+    ref.sum_duplicates()
+    with dmlkit.config_context(block_size="64KiB"):
+        d = Driver("test", to_row_blocks(X, accept_sparse=True))
+    assert d.blocks.n_blocks > 1
+    n, mean, var = column_stats(d)
+    want_mean, want_var = mean_variance_axis(ref, axis=0)
+    assert n == 5000
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+    np.testing.assert_allclose(var, want_var, rtol=1e-10)

@@ -74,12 +74,14 @@ def _fit_lazy(est, X, y=None):
 
 def test_fit_on_dask_input_inside_a_task_uses_the_cluster(cluster_client, data):
     X, y = data
-    km, labels = cluster_client.submit(_fit_lazy, _kmeans(), X).result()
+    from distributed import get_task_stream
+
+    with get_task_stream(client=cluster_client) as ts:
+        km, labels = cluster_client.submit(_fit_lazy, _kmeans(), X).result()
+    assert any(str(t["key"]).startswith("dmlkit-kmeans-lloyd") for t in ts.data)
     ref = _kmeans().fit(da.from_array(X, chunks=(700, -1)))
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(labels, ref.labels_[:10].compute())
-    from distributed import get_task_stream
-
     with get_task_stream(client=cluster_client) as ts:
         sgd, _ = cluster_client.submit(_fit_lazy, _sgd(), X, y).result()
     ref = _sgd().fit(da.from_array(X, chunks=(700, -1)), da.from_array(y, chunks=700))
