@@ -142,6 +142,29 @@ def print_versions():
               f"num_threads={lib['num_threads']} ({os.path.basename(lib['filepath'])})")
 
 
+def timed_rounds(args, fits):
+    """Every system's fit ``args.repeats`` times, rotating the order each round; returns
+    ({system: [(seconds, n_iter, monitor)]}, {system: its last fitted estimator})."""
+    results = {s: [] for s in args.systems}
+    last = {}
+    print("\nfits (seconds, n_iter, +RSS MiB, other CPU):")
+    for r in range(args.repeats):
+        order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
+        for s in order:
+            gc.collect()
+            with bc.ResourceMonitor() as mon:
+                t = bc.Benchmark.timer()
+                est = fits[s]()
+                dt = bc.Benchmark.timer() - t
+            results[s].append((dt, int(est.n_iter_), mon))
+            last[s] = est
+            print(f"  round {r + 1} {s:<20} {dt:8.3f}s  n_iter={est.n_iter_:<3d} "
+                  f"+{(mon.peak - mon.start) / 2**20:7.0f}  {mon.other_cpu:5.2f}",
+                  flush=True)
+            del est
+    return results, last
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.data_dir:
@@ -185,23 +208,7 @@ def main(argv=None):
             bc.warm_fit(s, path, init, cluster)
             fits[s] = bc.kmeans_fitter(s, init, args.iters, X=X, Xd=xd, cluster=cluster)
 
-        results = {s: [] for s in args.systems}
-        last = {}
-        print("\nfits (seconds, n_iter, +RSS MiB, other CPU):")
-        for r in range(args.repeats):
-            order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
-            for s in order:
-                gc.collect()
-                with bc.ResourceMonitor() as mon:
-                    t = bc.Benchmark.timer()
-                    est = fits[s]()
-                    dt = bc.Benchmark.timer() - t
-                results[s].append((dt, int(est.n_iter_), mon))
-                last[s] = est
-                print(f"  round {r + 1} {s:<20} {dt:8.3f}s  n_iter={est.n_iter_:<3d} "
-                      f"+{(mon.peak - mon.start) / 2**20:7.0f}  {mon.other_cpu:5.2f}",
-                      flush=True)
-                del est
+        results, last = timed_rounds(args, fits)
     finally:
         if cluster is not None:
             cluster.close()
@@ -292,23 +299,7 @@ def main_sparse(args):
         for s in args.systems:  # warm-up: imports, numba's dispatch, the client's graphs
             sparse_fitter(s, init, 2, small, None if Xd is None else Xd[:4096], cluster)()
         fits = {s: sparse_fitter(s, init, args.iters, X, Xd, cluster) for s in args.systems}
-        results = {s: [] for s in args.systems}
-        last = {}
-        print("\nfits (seconds, n_iter, +RSS MiB, other CPU):")
-        for r in range(args.repeats):
-            order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
-            for s in order:
-                gc.collect()
-                with bc.ResourceMonitor() as mon:
-                    t = bc.Benchmark.timer()
-                    est = fits[s]()
-                    dt = bc.Benchmark.timer() - t
-                results[s].append((dt, int(est.n_iter_), mon))
-                last[s] = est
-                print(f"  round {r + 1} {s:<20} {dt:8.3f}s  n_iter={est.n_iter_:<3d} "
-                      f"+{(mon.peak - mon.start) / 2**20:7.0f}  {mon.other_cpu:5.2f}",
-                      flush=True)
-                del est
+        results, last = timed_rounds(args, fits)
     finally:
         if cluster is not None:
             cluster.close()
