@@ -20,7 +20,7 @@ import numpy as np
 
 from dmlkit.exceptions import InvalidParameterError
 
-__all__ = ["Interval", "InvalidParameterError", "StrOptions", "validate_params"]
+__all__ = ["Interval", "InvalidParameterError", "Predicate", "StrOptions", "validate_params"]
 
 
 def _type_name(t):
@@ -41,7 +41,8 @@ class Interval:
         self.type, self.left, self.right, self.closed = type, left, right, closed
 
     def is_satisfied_by(self, val):
-        if not isinstance(val, self.type):
+        # True is not a count nor a rate (ALS(factors=True) is a mistake, not 1 factor)
+        if not isinstance(val, self.type) or isinstance(val, (bool, np.bool_)):
             return False
         if not isinstance(val, Integral) and math.isnan(val):
             return False
@@ -87,6 +88,16 @@ class _Predicate:
         return self.text
 
 
+Predicate = _Predicate  # Predicate(fn, "text for the message"): any other constraint
+
+
+def _is_float_dtype(v) -> bool:
+    try:
+        return np.dtype(v).name in ("float32", "float64")
+    except TypeError:
+        return False
+
+
 def is_arraylike_not_scalar(x) -> bool:
     """An array-like (list, tuple, array, dataframe...) that is not a scalar or a str."""
     array_like = hasattr(x, "__len__") or hasattr(x, "shape") or hasattr(x, "__array__")
@@ -97,6 +108,7 @@ _BOOL = "an instance of 'bool' or an instance of 'numpy.bool'"
 _NAMED = {
     "array-like": _Predicate(is_arraylike_not_scalar, "an array-like"),
     "boolean": _Predicate(lambda v: isinstance(v, (bool, np.bool_)), _BOOL),
+    "float-dtype": _Predicate(_is_float_dtype, "'float32' or 'float64' (a NumPy dtype)"),
     "verbose": _Predicate(
         lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, Integral) and v >= 0),
         "an int in the range [0, inf), " + _BOOL),

@@ -30,6 +30,7 @@ import math
 import numbers
 import time
 import warnings
+from numbers import Integral, Real
 
 import dask
 import dask.dataframe as dd
@@ -43,7 +44,8 @@ from sklearn.utils.validation import check_is_fitted
 from dmlkit._config import get_config
 from dmlkit._core.client import compute, get_client_or_none, placed
 from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
-from dmlkit._core.driver import Driver, check_cache_param
+from dmlkit._core.driver import Driver
+from dmlkit._core.params import Interval, StrOptions, validate_params
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
 from dmlkit.base import keep_state_on_error
@@ -286,6 +288,23 @@ class ALS(BaseEstimator):
     worker's GPU through CuPy when one is present; the default runs numba.
     """
 
+    _parameter_constraints: dict = {
+        "factors": [Interval(Integral, 1, None, closed="left")],
+        "regularization": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "iterations": [Interval(Integral, 1, None, closed="left")],
+        "implicit": ["boolean"],
+        "cg_steps": [Interval(Integral, 1, None, closed="left")],
+        "nonnegative": ["boolean"],
+        "cold_start": [StrOptions(COLD_START)],
+        "duplicates": [StrOptions(("auto",) + DUPLICATES)],
+        "calculate_training_loss": ["boolean"],
+        "cache": [StrOptions(("auto",)), "boolean"],
+        "random_state": ["random_state"],
+        "dtype": ["float-dtype"],
+        "verbose": ["verbose"],
+    }
+
     def __init__(self, factors=64, *, regularization=0.05, alpha=1.0, iterations=15,
                  implicit=False, cg_steps=3, nonnegative=False, cold_start="nan",
                  user_col="user_id", item_col="item_id", rating_col="rating",
@@ -311,39 +330,8 @@ class ALS(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-
-        def real(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
-                    math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-
-        integer("factors", 1)
-        integer("iterations", 1)
-        integer("cg_steps", 1)
-        real("regularization")
-        real("alpha")
-        if self.cold_start not in COLD_START:
-            raise ValueError(f"cold_start must be one of {COLD_START}, got "
-                             f"{self.cold_start!r}")
-        if self.duplicates not in ("auto",) + DUPLICATES:
-            raise ValueError(f"duplicates must be one of {('auto',) + DUPLICATES}, got "
-                             f"{self.duplicates!r}")
-        try:
-            dtype_ok = np.dtype(self.dtype).name in ("float32", "float64")
-        except TypeError:
-            dtype_ok = False
-        if not dtype_ok:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("implicit", "nonnegative", "calculate_training_loss"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got "
-                                 f"{getattr(self, name)!r}")
-        check_cache_param(self.cache)
+        validate_params(self._parameter_constraints, self.get_params(deep=False),
+                        type(self).__name__)
 
     def _duplicates_policy(self):
         if self.duplicates == "auto":

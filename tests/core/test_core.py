@@ -229,3 +229,22 @@ def test_column_stats_of_csr_blocks_match_scikit_learn():
     assert n == 5000
     np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
     np.testing.assert_allclose(var, want_var, rtol=1e-10)
+
+
+def test_one_parameter_checker_with_scikit_learns_wording():
+    from numbers import Integral
+
+    from dmlkit._core.params import Interval, StrOptions, validate_params
+    from dmlkit.exceptions import InvalidParameterError
+
+    table = {"k": [Interval(Integral, 1, None, closed="left")],
+             "mode": [StrOptions(("a", "b")), None]}
+    validate_params(table, {"k": 3, "mode": None, "unlisted": object()}, "Est")
+    with pytest.raises(InvalidParameterError,
+                       match=r"^The 'k' parameter of Est must be an int in the range "
+                             r"\[1, inf\)\. Got 0 instead\.$"):
+        validate_params(table, {"k": 0}, "Est")
+    with pytest.raises(ValueError, match="'k' parameter of Est"):
+        validate_params(table, {"k": True}, "Est")  # a bool is not a count
+    with pytest.raises(TypeError, match=r"a str among \{'a', 'b'\} or None\. Got 'c'"):
+        validate_params(table, {"mode": "c"}, "Est")
