@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_blocks
 from dmlkit._core.client import compute, placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
-from dmlkit._core.driver import Driver, check_cache_param
+from dmlkit._core.driver import Driver
 from dmlkit._core.params import Interval, StrOptions, is_arraylike_not_scalar, validate_params
 from dmlkit._core.stats import column_stats
 from dmlkit.base import keep_state_on_error
@@ -221,7 +221,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     def _check_params(self):
         validate_params(self._parameter_constraints, self.get_params(deep=False),
                         type(self).__name__)
-        check_cache_param(self.cache)
 
     def _resolved_n_init(self):
         """scikit-learn's n_init='auto' (1.4+): 10 for 'random' and a callable, else 1."""
