@@ -11,11 +11,12 @@ the ``DASK_DMLKIT__BLOCK_SIZE`` environment variable, a YAML file, or
   everywhere, e.g. to check them on NumPy).
 - ``cache-fraction``: ``cache="auto"`` persists the input when it takes less than this
   fraction of the cluster's (or, without a cluster, this machine's) memory.
-- ``local-fit-bytes``: an ALS fit whose blocked ratings take at most this many bytes
-  runs in the client process on dask's threaded scheduler even when a cluster is
-  active: its scheduling would cost more than its work (MovieLens 100k: ~45 ms of
-  scheduling per iteration on a 2-worker LocalCluster, 7-20 ms of work).  The factors
-  are the same bits either way.  ``0`` sends every fit to the cluster.
+- ``local-fit-bytes``: a fit whose blocked data (X, y and weights; ALS: its blocked
+  ratings) take at most this many bytes runs in the client process on dask's threaded
+  scheduler even when a cluster is active (lazy input is computed on the cluster and
+  fetched once): its scheduling would cost more than its work (MovieLens 100k ALS:
+  ~45 ms of scheduling per iteration on a 2-worker LocalCluster, 7-20 ms of work).  The
+  model is the same bits either way.  ``0`` sends every fit to the cluster.
 - ``wait-for-workers``: how long a fit waits for a cluster without workers to get one
   (logged at WARNING), before it raises :class:`~dmlkit.exceptions.ClusterError`.
 - ``check-workers``: before a fit first uses a worker, check that it imports dmlkit with

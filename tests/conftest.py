@@ -1,9 +1,15 @@
 import os
 
+import dask
 import numpy as np
 import pytest
 
 from dmlkit._core.dispatch import has_cupy_device
+
+# The tests fit small data on real clusters to test the cluster path: by default such
+# fits would be solved in the client process (``dmlkit.local-fit-bytes``).  The tests of
+# that rule set it themselves.
+dask.config.set({"dmlkit.local-fit-bytes": 0})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -85,6 +85,15 @@ def get_client_or_none(check: bool = True):
     return client
 
 
+def solve_here(nbytes) -> bool:
+    """Whether a fit whose blocked data takes ``nbytes`` runs in this process although a
+    cluster is active (``dmlkit.local-fit-bytes``): its scheduling would cost more than
+    its work.  The model is the same bits either way."""
+    if get_client_or_none(check=False) is None:
+        return False  # already local
+    return nbytes <= dask.utils.parse_bytes(get_config("local-fit-bytes"))
+
+
 def local_scheduler():
     """dask's scheduler for work done in this process: synchronous inside a task (the
     task's own thread), else dask's default (threads, or the user's choice)."""

@@ -9,18 +9,22 @@ i-1's: a worker lost late in a fit costs one pass's tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 
 import dask
+import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 
 from dmlkit._config import get_config
 from dmlkit._core.blocks import RowBlocks, estimate_nbytes
 from dmlkit._core.client import (
+    compute,
     get_client_or_none,
     local_scheduler,
+    solve_here,
     total_memory,
     total_threads,
 )
@@ -49,15 +53,23 @@ class Driver:
         user and item blocks): the driver then runs and persists the graphs it is given.
     cache : 'auto', True or False
         Persist the blocks (keeping lineage) or stream them from their source each pass.
-    local : bool
+    local : bool or None
         Run here on dask's threaded scheduler, not on the active cluster (inside a
-        task: in the task's own thread).
+        task: in the task's own thread).  None: decided from the blocks' size by
+        :func:`~dmlkit._core.client.solve_here` (lazy blocks are then fetched here once).
     """
 
     def __init__(self, family: str, blocks: RowBlocks | None = None, *, cache="auto",
-                 verbose=0, local=False):
+                 verbose=0, local=None):
         check_cache_param(cache)
         self.family = family
+        if local is None:
+            local = blocks is not None and solve_here(_blocks_nbytes(blocks))
+            if local:
+                logger.info("dmlkit-%s: %d rows, solved in this process (local-fit-bytes)",
+                            family, blocks.n_samples)
+                if blocks.lazy:
+                    blocks = _fetched(blocks)
         self.client = None if local else get_client_or_none()
         # without a client: dask's default (threads, or a test's choice); local: threads
         # here even where a distributed client is the default; inside a task: that
@@ -107,11 +119,7 @@ class Driver:
             return cache
         if not self.blocks.lazy:
             return True  # the data already is in this process's memory
-        nbytes = estimate_nbytes(self.blocks.X)
-        for extra in (self.blocks.sample_weight, self.blocks.y):
-            if extra is not None:
-                nbytes += extra.nbytes
-        return self.fits_in_memory(nbytes)
+        return self.fits_in_memory(_blocks_nbytes(self.blocks))
 
     def fits_in_memory(self, nbytes) -> bool:
         """Whether ``nbytes`` of persisted data stays under ``cache-fraction`` of the
@@ -230,6 +238,32 @@ class Driver:
 
             return tqdm(total=total, desc=desc, leave=True)
         return _NoProgress()
+
+
+def _blocks_nbytes(blocks: RowBlocks) -> float:
+    nbytes = estimate_nbytes(blocks.X)
+    for extra in (blocks.sample_weight, blocks.y):
+        if extra is not None:
+            nbytes += extra.nbytes
+    return nbytes
+
+
+def _fetched(blocks: RowBlocks) -> RowBlocks:
+    """Lazy row blocks computed (on the cluster) into this process, the same layout."""
+    arrays = [a for a in (blocks.X, blocks.sample_weight, blocks.y) if a is not None]
+    parts = [list(a.to_delayed().ravel()) for a in arrays]
+    values = iter(compute(*[p for ps in parts for p in ps]))
+    out = []
+    for a, ps in zip(arrays, parts, strict=True):
+        name = f"dmlkit-fetched-{uuid.uuid4().hex}"
+        tail = (0,) * (a.ndim - 1)
+        dsk = {(name, i) + tail: next(values) for i in range(len(ps))}
+        out.append(da.Array(dsk, name, a.chunks, dtype=a.dtype, meta=a._meta))
+    out = iter(out)
+    X = next(out)
+    w = next(out) if blocks.sample_weight is not None else None
+    y = next(out) if blocks.y is not None else None
+    return dataclasses.replace(blocks, X=X, sample_weight=w, y=y)
 
 
 def _state_nbytes(value) -> int:

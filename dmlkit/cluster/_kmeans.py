@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -25,6 +24,7 @@ from dmlkit._core.blocks import check_finite_result, is_dask_collection, to_row_
 from dmlkit._core.client import compute, placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver
+from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step
 from dmlkit._core.params import Interval, StrOptions, is_arraylike_not_scalar, validate_params
 from dmlkit._core.stats import column_stats
 from dmlkit.base import keep_state_on_error
@@ -167,6 +167,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         Persist the input blocks on the cluster (keeping lineage) or stream them from
         their source on every pass.  ``'auto'`` persists when the data takes under
         ``dmlkit.cache-fraction`` of the cluster's memory.
+    checkpoint : str, path or None, default=None
+        A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
+        where the fit saves its state every ``checkpoint_interval`` iterations.  A fit
+        whose checkpoint is there resumes from it, bit-identical to an uninterrupted
+        fit; a checkpoint of another fit there is a ValueError (see the README's
+        "Checkpoints and resume").
+    checkpoint_interval : int, default=1
+        Lloyd iterations between checkpoint saves (the centres are small).
 
     Attributes
     ----------
@@ -174,6 +182,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     labels_ : ndarray, or dask array for dask input
     inertia_ : float
     n_iter_ : int
+    resumed_from_iter_ : int
+        Iterations (of all runs) the fit resumed from a checkpoint; 0 for a fresh start.
     n_features_in_ : int
     feature_names_in_ : ndarray of str (dataframe input with string column names)
 
@@ -199,11 +209,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         "oversampling_factor": [Interval(Real, 0, None, closed="neither")],
         "init_max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [StrOptions(("auto",)), "boolean"],
+        **CHECKPOINT_CONSTRAINTS,
     }
 
     def __init__(self, n_clusters=8, *, init="k-means||", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
-                 oversampling_factor=2.0, init_max_iter=None, cache="auto"):
+                 oversampling_factor=2.0, init_max_iter=None, cache="auto", checkpoint=None,
+                 checkpoint_interval=1):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -216,6 +228,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.oversampling_factor = oversampling_factor
         self.init_max_iter = init_max_iter
         self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
 
     # -- parameter checks ----------------------------------------------------------
     def _check_params(self):
@@ -288,15 +302,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             finally:
                 self.__dict__.pop("_callable_X", None)
 
-    def _say(self, bar, message):
-        """scikit-learn's verbose messages, on stdout (through tqdm: the bar stays whole)."""
-        if self.verbose:
-            write = getattr(bar, "write", None)
-            if write is not None:
-                write(message, file=sys.stdout)
-            else:
-                print(message)
-
     def _fit(self, X, sample_weight):
         self._check_params()
         # NaN/inf in lazy X is found in the first pass's reduced sums (no extra pass).
@@ -313,27 +318,53 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         rs = check_random_state(self.random_state)
         backend = backend_of(blocks.X._meta)
         t0 = time.perf_counter()
-        driver = Driver("kmeans", blocks, cache=self.cache, verbose=self.verbose)
-        tol = self._tolerance(driver)
+        loop = FitLoop(self, "kmeans", blocks, cache=self.cache)
+        driver = loop.driver
         seeds = rs.randint(np.iinfo(np.int32).max, size=n_init)
-        best = None
-        for run, seed in enumerate(seeds):
-            if init_array is not None:
-                centers = init_array
-            elif callable(self.init):
-                centers = self._callable_init(blocks, driver, int(seed))
-            else:
-                centers = self._init_centers(driver, int(seed), backend)
-            if self.verbose:
-                print("Initialization complete")
-            centers, n_iter, counts = self._lloyd(driver, centers, tol, backend, run, n_init)
-            inertia, labels = self._final_pass(driver, centers, backend, blocks.lazy)
-            if best is None or inertia < best[2]:
-                best = (centers, n_iter, inertia, labels, counts)
-        centers, n_iter, inertia, labels, self._counts = best
+        # the state of the fit: the run in progress, its centres, the best finished run
+        state, it, done = loop.restore() or (
+            {"run": 0, "tol": self._tolerance(driver), "centers": None, "counts": None,
+             "best": None}, 0, False)
+        tol, labels = state["tol"], None
+        step = functools.partial(self._lloyd_step, loop, tol, backend)
+        while state["run"] < n_init:
+            run = state["run"]
+            if state["centers"] is None:  # a run starts
+                seed = int(seeds[run])
+                if init_array is not None:
+                    centers = init_array
+                elif callable(self.init):
+                    centers = self._callable_init(blocks, driver, seed)
+                else:
+                    centers = self._init_centers(driver, seed, backend)
+                loop.say("Initialization complete")
+                state = dict(state, centers=centers, counts=np.zeros(k))
+                loop.save(state)
+                it, done = 0, False
+            state, n_iter, converged = loop.iterate(
+                step, state, max_iter=self.max_iter, start=it, done=done,
+                desc=f"KMeans run {run + 1}/{n_init}" if n_init > 1 else "KMeans")
+            if not converged and tol > 0:
+                logger.info("dmlkit-kmeans: max_iter=%d reached before tol", self.max_iter)
+            inertia, run_labels = self._final_pass(driver, state["centers"], backend,
+                                                   blocks.lazy)
+            best = state["best"]
+            if best is None or inertia < best["inertia"]:
+                best = {"centers": state["centers"], "n_iter": n_iter, "inertia": inertia,
+                        "counts": state["counts"]}
+                labels = run_labels
+            state = {"run": run + 1, "tol": tol, "centers": None, "counts": None,
+                     "best": best}
+            it, done = 0, False
+        best = state["best"]
+        loop.finish(state)
+        centers = best["centers"]
+        if labels is None and not blocks.lazy:  # the best run was finished before a resume
+            _, labels = self._final_pass(driver, centers, backend, False)
         self.cluster_centers_ = centers
-        self.n_iter_ = int(n_iter)
-        self.inertia_ = float(inertia)
+        self.n_iter_ = int(best["n_iter"])
+        self.inertia_ = float(best["inertia"])
+        self._counts = best["counts"]
         self.labels_ = labels if labels is not None else self._predict_blocks(blocks, backend)
         self._n_init, self._algorithm, self._tol = n_init, algorithm, tol
         self._fit_seconds = time.perf_counter() - t0
@@ -367,52 +398,31 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             centers = np.concatenate([centers, extra])[:k]
         return np.ascontiguousarray(centers, dtype=driver.X.dtype)
 
-    def _lloyd(self, driver, centers, tol, backend, run, n_init):
-        dtype = driver.X.dtype
-        bar = driver.progress(self.max_iter, f"KMeans run {run + 1}/{n_init}" if n_init > 1
-                              else "KMeans")
-        n_iter = 0
-        counts = np.zeros(self.n_clusters)
-        try:
-            for it in range(self.max_iter):
-                state = driver.shared(centers, "centers")
-                # The exact inertia costs as much as the assignment: only for progress.
-                sums, counts, inertia = driver.map_reduce(_lloyd_task, _combine_lloyd, state,
-                                                          backend, bool(self.verbose),
-                                                          step="lloyd")
-                check_finite_result(sums, counts)
-                self._say(bar, f"Iteration {it}, inertia {inertia}.")
-                empty = np.flatnonzero(counts == 0)
-                if len(empty):
-                    sums, counts = self._relocate_empty(driver, centers, sums, counts, empty,
-                                                        backend)
-                new = _new_centers(centers, sums, counts, dtype)
-                diff = new.astype(np.float64) - centers
-                shift = float(np.square(diff, out=diff).sum())
-                centers = new
-                n_iter = it + 1
-                bar.update(1)
-                if self.verbose:
-                    bar.set_postfix(inertia=f"{inertia:.4g}", shift=f"{shift:.3g}")
-                logger.debug("dmlkit-kmeans iter %d inertia %.6g shift %.3g", n_iter, inertia,
-                             shift)
-                # The centres did not move: the next assignment is this one (scikit-learn's
-                # strict convergence, which compares labels and so starts at iteration 1).
-                if it > 0 and shift == 0:
-                    self._say(bar, f"Converged at iteration {it}: strict convergence.")
-                    _complete_bar(bar, n_iter)
-                    break
-                if shift <= tol:
-                    self._say(bar, f"Converged at iteration {it}: center shift {shift} within "
-                                   f"tolerance {tol}.")
-                    _complete_bar(bar, n_iter)
-                    break
-            else:
-                if tol > 0:
-                    logger.info("dmlkit-kmeans: max_iter=%d reached before tol", self.max_iter)
-        finally:
-            bar.close()
-        return centers, n_iter, counts
+    def _lloyd_step(self, loop, tol, backend, state, it):
+        """One Lloyd iteration: assign and accumulate in one pass, then the new centres."""
+        driver, centers = loop.driver, state["centers"]
+        # The exact inertia costs as much as the assignment: only for progress.
+        sums, counts, inertia = driver.map_reduce(
+            _lloyd_task, _combine_lloyd, driver.shared(centers, "centers"), backend,
+            bool(self.verbose), step="lloyd")
+        check_finite_result(sums, counts)
+        loop.say(f"Iteration {it}, inertia {inertia}.")
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            sums, counts = self._relocate_empty(driver, centers, sums, counts, empty, backend)
+        new = _new_centers(centers, sums, counts, driver.X.dtype)
+        diff = new.astype(np.float64) - centers
+        shift = float(np.square(diff, out=diff).sum())
+        # The centres did not move: the next assignment is this one (scikit-learn's
+        # strict convergence, which compares labels and so starts at iteration 1).
+        converged = (it > 0 and shift == 0) or shift <= tol
+        if it > 0 and shift == 0:
+            loop.say(f"Converged at iteration {it}: strict convergence.")
+        elif shift <= tol:
+            loop.say(f"Converged at iteration {it}: center shift {shift} within tolerance "
+                     f"{tol}.")
+        return (dict(state, centers=new, counts=counts),
+                Step(converged=converged, metrics={"inertia": inertia, "shift": shift}))
 
     def _relocate_empty(self, driver, centers, sums, counts, empty, backend):
         """Move empty clusters to the rows farthest from their centre (as scikit-learn)."""
@@ -606,17 +616,6 @@ def _n_distinct_rows(a):
     """Distinct rows of a small 2-D array (np.unique(axis=0) sorts structured rows: 0.3 s
     for 16 x 65536)."""
     return len({np.ascontiguousarray(row + 0.0).tobytes() for row in a})  # -0.0 == 0.0
-
-
-def _complete_bar(bar, n):
-    """A converged run's progress bar ends complete: its total becomes the iterations run."""
-    if not hasattr(bar, "total"):
-        return  # no bar (verbose=0)
-    bar.total = n
-    children = getattr(getattr(bar, "container", None), "children", None)
-    if children is not None and len(children) > 1:  # tqdm.notebook's widget
-        children[1].max = n
-    bar.refresh()
 
 
 def _lazy_output(method, compute):

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
-from dmlkit._core.client import compute, get_client_or_none, placed
+from dmlkit._core.client import compute, get_client_or_none, placed, solve_here
 from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
 from dmlkit._core.driver import Driver
 from dmlkit._core.params import Interval, StrOptions, validate_params
@@ -421,8 +421,7 @@ class ALS(BaseEstimator):
         src, rating_col, universe = self._as_frame(ratings, need_rating=not self.implicit)
         scanned = self._scan(src, rating_col, universe)
         n_ratings = int(scanned[2].sum())
-        local = (get_client_or_none() is not None and BYTES_PER_RATING * 2 * n_ratings
-                 <= dask.utils.parse_bytes(get_config("local-fit-bytes")))
+        local = solve_here(BYTES_PER_RATING * 2 * n_ratings)
         if not local:
             return self._fit_scanned(src, rating_col, scanned, t0, local=False)
         # small: fetched once and solved here (see the local-fit-bytes setting)

@@ -295,7 +295,7 @@ def test_small_fit_with_a_cluster_is_solved_here_with_the_same_bits(ratings):
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
         data = dd.from_pandas(ratings, npartitions=3, sort=False)
         # 6000 ratings: far under the default local-fit-bytes
-        with get_task_stream() as ts:
+        with dmlkit.config_context(local_fit_bytes="8MiB"), get_task_stream() as ts:
             small = als(**kw).fit(data)
             small_imp = als(implicit=True, **kw).fit(ratings)
         # the scan and the fetch ran on the cluster; no half-iteration did

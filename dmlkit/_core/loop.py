@@ -1,0 +1,254 @@
+"""The fit loop every family's ``fit`` runs through.
+
+A family supplies its state (a dict of arrays and numbers: everything its next
+iteration needs) and a step, ``step(state, it) -> (state, Step)``: one iteration's
+passes and update.  :class:`FitLoop` owns the rest:
+
+- where the fit runs (:class:`~dmlkit._core.driver.Driver`: local threads, the active
+  cluster, or this process for a fit small enough that scheduling would cost more than
+  its work, ``dmlkit.local-fit-bytes``);
+- the iterations: counting, stopping at ``max_iter`` or when the step converges;
+- the progress bar and the ``dmlkit`` logger's per-iteration and resume messages;
+- checkpoints: ``checkpoint=`` / ``checkpoint_interval`` of the estimator.  The state
+  is saved every ``checkpoint_interval`` iterations and when a run ends, atomically,
+  under a fingerprint of the fit (:func:`fit_fingerprint`).  A fit whose checkpoint
+  exists resumes from it and ends bit-identical to an uninterrupted fit, because the
+  state holds everything the next iteration reads and every pass is deterministic.
+
+What a finished fit leaves: its checkpoint is kept, marked finished.  Fitting the same
+estimator on the same data with that checkpoint again returns the same model without
+iterating (only the closing passes, such as KMeans's labels, run again); a different
+fit there raises a ValueError and leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from numbers import Integral
+
+import dask
+import numpy as np
+from dask.base import tokenize
+
+from dmlkit._core.blocks import RowBlocks
+from dmlkit._core.checkpoint import CheckpointStore
+from dmlkit._core.driver import Driver
+from dmlkit._core.params import Interval
+
+logger = logging.getLogger("dmlkit")
+
+# every iterative estimator's checkpoint parameters (merged into its constraints table)
+CHECKPOINT_CONSTRAINTS = {
+    "checkpoint": [str, os.PathLike, None],
+    "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
+}
+# parameters that do not change the model: a resumed fit may differ in them
+NOT_IN_FINGERPRINT = ("verbose", "checkpoint", "checkpoint_interval")
+SAMPLE_ROWS = 64  # rows per block hashed into the content fingerprint of in-memory data
+
+
+@dataclasses.dataclass
+class Step:
+    """What one call of a family's step did.
+
+    counted : whether it was an iteration (False: a pass redone, as SGD's early stopping
+        does when it drops a pass for every model).
+    converged : the fit (or this run of it) is done.
+    metrics : numbers for the progress bar and the debug log (``inertia=...``).
+    """
+
+    counted: bool = True
+    converged: bool = False
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def fit_fingerprint(estimator, blocks: RowBlocks | None = None, **extra) -> dict:
+    """What makes two fits the same fit: a flat dict, compared item by item.
+
+    The estimator's class and parameters (but not verbosity or the checkpoint
+    settings); for row blocks, the data's shape, dtype, block layout and a content
+    fingerprint that costs no pass over the data: the name dask gave a lazy collection
+    (a deterministic token of its source and operations) or, for in-memory data, a
+    hash of a sample of rows of every block.  ``extra`` adds family items (ALS: its id
+    counts; SGD: the starting model of a warm start).
+    """
+    cls = type(estimator)
+    fp = {"estimator": f"{cls.__module__}.{cls.__qualname__}"}
+    for name, value in sorted(estimator.get_params(deep=False).items()):
+        if name not in NOT_IN_FINGERPRINT:
+            fp[f"parameter {name}"] = _param_token(value)
+    if blocks is not None:
+        X = blocks.X
+        fp["data shape"] = [int(s) for s in X.shape]
+        fp["data dtype"] = str(X.dtype)
+        fp["data sparse"] = bool(blocks.sparse)
+        rows = [int(c) for c in X.chunks[0]]
+        fp["block layout"] = (f"{len(rows)} blocks of rows {rows}" if len(rows) <= 16 else
+                              f"{len(rows)} blocks, layout {tokenize(rows)}")
+        for what, arr in (("data", X), ("y", blocks.y), ("sample_weight",
+                                                         blocks.sample_weight)):
+            if arr is not None:
+                fp[f"{what} content"] = (f"dask collection {arr.name}" if blocks.lazy
+                                         else _sampled_hash(arr))
+    for key, value in extra.items():
+        fp[key] = _param_token(value)
+    return fp
+
+
+def _param_token(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+            v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return f"{type(value).__name__} {tokenize(value)}"
+
+
+def _sampled_hash(X) -> str:
+    """Hash of up to SAMPLE_ROWS evenly spaced rows of every in-memory block (their
+    values, and for sparse blocks their structure)."""
+    h = hashlib.blake2b(digest_size=16)
+    for block in dask.compute(*X.to_delayed().ravel(), scheduler="sync"):
+        n = block.shape[0]
+        idx = np.unique(np.linspace(0, max(0, n - 1), min(n, SAMPLE_ROWS)).astype(np.int64))
+        rows = block[idx]
+        if hasattr(rows, "toarray"):
+            rows = rows.toarray()
+        h.update(np.ascontiguousarray(rows).tobytes())
+        h.update(str(n).encode())
+    return h.hexdigest()
+
+
+class FitLoop:
+    """Runs one fit: placement, iterations, progress, logging and checkpoints.
+
+    Parameters
+    ----------
+    estimator : the estimator being fitted (its ``checkpoint``, ``checkpoint_interval``
+        and ``verbose`` are read).
+    family : task-key prefix and logger tag (``kmeans``, ``sgd``, ``als``).
+    blocks : RowBlocks or None
+        The normalised input; None for a family that lays out its data otherwise (ALS):
+        it then calls :meth:`bind` with its own fingerprint once it knows its data.
+    cache, local : passed to :class:`~dmlkit._core.driver.Driver` (``local=None``: the
+        core decides from the data's size, see ``dmlkit.local-fit-bytes``).
+    fingerprint : extra fingerprint items (see :func:`fit_fingerprint`).
+    """
+
+    def __init__(self, estimator, family, blocks=None, *, cache="auto", local=None,
+                 fingerprint=None, driver=True):
+        self.estimator = estimator
+        self.family = family
+        self.verbose = getattr(estimator, "verbose", 0)
+        url = getattr(estimator, "checkpoint", None)
+        self.interval = int(getattr(estimator, "checkpoint_interval", 1) or 1)
+        self.store = None
+        self.steps = 0  # iterations done in this fit (all runs), resumed ones included
+        self.resumed_from = 0
+        self._saved = None
+        self._bar = None
+        if url is not None:
+            # the location is checked before any work
+            self.store = CheckpointStore(url)
+            if blocks is not None or fingerprint is not None:
+                self.bind(fit_fingerprint(estimator, blocks, **(fingerprint or {})))
+        self.driver = (Driver(family, blocks, cache=cache, verbose=self.verbose, local=local)
+                       if driver else None)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def bind(self, fingerprint: dict):
+        """Compare the checkpoint there (if any) with this fit's fingerprint and load it."""
+        if self.store is None:
+            return
+        self.store.bind(fingerprint)
+        self._saved = self.store.load()
+        if self._saved is not None:
+            self.steps = self.resumed_from = self.store.step
+            logger.info("dmlkit-%s: resuming from the checkpoint of iteration %d at %s%s",
+                        self.family, self.steps, self.store.url,
+                        " (a finished fit)" if self.store.finished else "")
+
+    def restore(self):
+        """The saved ``(state, it, done)`` to resume from, or None for a fresh start."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return None
+        return saved["state"], int(saved["it"]), bool(saved["done"])
+
+    def save(self, state, it=0, done=False):
+        """Checkpoint ``state`` now (a family calls it where a run's state is new, e.g.
+        after an initialisation); :meth:`iterate` saves on its own."""
+        if self.store is not None:
+            self.store.save(self.steps, {"state": state, "it": int(it), "done": bool(done)})
+
+    # -- iterations ----------------------------------------------------------------
+    def iterate(self, step, state, *, max_iter, start=0, done=False, desc=None):
+        """Run ``step(state, it)`` for ``it = start, start + 1, ...`` until it converges
+        or ``max_iter`` iterations are done; returns ``(state, n_iter, converged)``."""
+        desc = desc or type(self.estimator).__name__
+        it, converged = start, done
+        if done or start >= max_iter:
+            return state, it, done
+        bar = self._bar = self.driver.progress(max_iter, desc)
+        if start:
+            bar.update(start)
+        try:
+            while it < max_iter:
+                state, info = step(state, it)
+                if not info.counted:
+                    if info.converged:
+                        converged = True
+                        break
+                    continue
+                it += 1
+                self.steps += 1
+                converged = bool(info.converged)
+                bar.update(1)
+                if info.metrics:
+                    if self.verbose:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in info.metrics.items()})
+                    logger.debug("dmlkit-%s iteration %d %s", self.family, it, " ".join(
+                        f"{k} {v:.6g}" for k, v in info.metrics.items()))
+                last = converged or it >= max_iter
+                if self.store is not None and (last or self.steps % self.interval == 0):
+                    self.save(state, it, done=last)
+                if converged:
+                    _complete_bar(bar, it)
+                    break
+        finally:
+            bar.close()
+            self._bar = None
+        return state, it, converged
+
+    def say(self, message):
+        """A scikit-learn-style verbose message on stdout (through the bar: it stays whole)."""
+        if not self.verbose:
+            return
+        write = getattr(self._bar, "write", None)
+        if write is not None:
+            import sys
+
+            write(message, file=sys.stdout)
+        else:
+            print(message)
+
+    def finish(self, state=None):
+        """Record where the fit resumed (``resumed_from_iter_``); with ``state``, mark
+        the checkpoint finished with it."""
+        self.estimator.resumed_from_iter_ = int(self.resumed_from)
+        if self.store is not None and state is not None:
+            self.store.save(self.steps, {"state": state, "it": 0, "done": True}, finished=True)
+
+
+def _complete_bar(bar, n):
+    """A converged run's progress bar ends complete: its total becomes the iterations run."""
+    if not hasattr(bar, "total"):
+        return  # no bar (verbose=0)
+    bar.total = n
+    children = getattr(getattr(bar, "container", None), "children", None)
+    if children is not None and len(children) > 1:  # tqdm.notebook's widget
+        children[1].max = n
+    bar.refresh()
