@@ -152,10 +152,15 @@ class CheckpointStore:
         tag = f"{step}-{uuid.uuid4().hex[:8]}"
         small = {k: v for k, v in state.items() if not isinstance(v, BlockList)}
         files = {"state": f"state-{tag}.pkl", "blocks": {}}
-        written = []
+        tmp = f".{MANIFEST}.{tag}.tmp"
+        written = []  # names of this save's files, each listed before it is written
+
+        def write(name, data):
+            written.append(name)
+            self._write(name, data)
+
         try:
-            self._write(files["state"], pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL))
-            written.append(files["state"])
+            write(files["state"], pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL))
             for name, blocks in state.items():
                 if not isinstance(blocks, BlockList):
                     continue
@@ -164,15 +169,13 @@ class CheckpointStore:
                     buf = io.BytesIO()
                     np.save(buf, np.asarray(block), allow_pickle=False)
                     names.append(f"{name}-{tag}-{i}.npy")
-                    self._write(names[-1], buf.getvalue())
-                    written.append(names[-1])
+                    write(names[-1], buf.getvalue())
             manifest = {"format": FORMAT, "step": int(step), "finished": bool(finished),
                         "fingerprint": self.fingerprint, "files": files}
-            tmp = f".{MANIFEST}.{tag}.tmp"
-            self._write(tmp, json.dumps(manifest, indent=1).encode())
+            write(tmp, json.dumps(manifest, indent=1).encode())
             self.fs.mv(self._join(tmp), self._join(MANIFEST))  # the commit
         except (OSError, NotImplementedError) as e:
-            self._remove(written + [f".{MANIFEST}.{tag}.tmp"])
+            self._remove(written)
             kept = (f"the checkpoint of step {self.step} is intact" if self.manifest
                     else "no earlier checkpoint exists")
             raise OSError(f"writing the checkpoint of step {step} to {self.url!r} failed "

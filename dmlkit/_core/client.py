@@ -109,8 +109,30 @@ def compute(*objs, retries=None):
     """
     client = get_client_or_none()
     if client is not None:
-        return tuple(client.gather(client.compute(list(objs), retries=retries)))
+        with scheduler_loss(client):
+            return tuple(client.gather(client.compute(list(objs), retries=retries)))
     return dask.compute(*objs, scheduler=local_scheduler())
+
+
+@contextlib.contextmanager
+def scheduler_loss(client, note=""):
+    """Turn the loss of the scheduler (it died, or the network to it failed) during the
+    body into a :class:`~dmlkit.exceptions.ClusterError` that says so, and ``note`` (a
+    string, or a callable giving it then: what a fit can do about it, e.g. resume from
+    its checkpoint).  distributed itself
+    reports such a loss as a cancelled future or a closed comm."""
+    try:
+        yield
+    except Exception as e:
+        if client is None or getattr(client, "status", "running") == "running":
+            raise
+        from dmlkit.exceptions import ClusterError
+
+        note = note() if callable(note) else note
+        raise ClusterError(
+            f"Lost the connection to the scheduler at {_scheduler_address(client)} "
+            f"(client status {client.status!r}: {type(e).__name__}: {e}). "
+            + (note or "The work in progress is lost.")) from e
 
 
 @contextlib.contextmanager

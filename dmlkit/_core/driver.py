@@ -24,6 +24,7 @@ from dmlkit._core.client import (
     compute,
     get_client_or_none,
     local_scheduler,
+    scheduler_loss,
     solve_here,
     total_memory,
     total_threads,
@@ -77,6 +78,9 @@ class Driver:
         self._scheduler = local_scheduler() or ("threads" if local else None)
         self.retries = int(get_config("retries"))
         self.verbose = verbose
+        # what a fit can do after losing the scheduler (set by the fit loop)
+        self.lost_note = ("Fit again once the cluster is back; with checkpoint= a fit "
+                          "resumes from its last checkpoint instead of starting over.")
         self.blocks = blocks
         self._token = uuid.uuid4().hex[:8]
         self._pass = 0
@@ -133,7 +137,8 @@ class Driver:
         """Persist the non-None arrays together; returns them in the same positions."""
         present = [a for a in arrays if a is not None]
         if self.client is not None:
-            done = iter(self.client.persist(present))
+            with self._guard():
+                done = iter(self.client.persist(present))
         else:
             done = iter(dask.persist(*present, scheduler=self._scheduler))
         return tuple(None if a is None else next(done) for a in arrays)
@@ -208,27 +213,34 @@ class Driver:
     def compute(self, *objs):
         """Compute Delayed objects (a tuple of results), with retries on a cluster."""
         if self.client is not None:
-            futures = self.client.compute(list(objs), retries=self.retries)
-            return tuple(self.client.gather(futures))
+            with self._guard():
+                futures = self.client.compute(list(objs), retries=self.retries)
+                return tuple(self.client.gather(futures))
         return dask.compute(*objs, scheduler=self._scheduler)
+
+    def _guard(self):
+        return scheduler_loss(self.client, self.lost_note)
 
     def submit(self, *objs):
         """Start computing Delayed objects: futures on a cluster (collect them with
         :meth:`gather`, or pass them to further tasks), the values without one."""
         if self.client is not None:
-            return self.client.compute(list(objs), retries=self.retries)
+            with self._guard():
+                return self.client.compute(list(objs), retries=self.retries)
         return list(dask.compute(*objs, scheduler=self._scheduler))
 
     def gather(self, handles):
         """The values of :meth:`submit`'s handles, in order."""
         if self.client is not None:
-            return list(self.client.gather(handles))
+            with self._guard():
+                return list(self.client.gather(handles))
         return list(handles)
 
     def persist(self, objs):
         """Persist a list of Delayed (intermediate state with lineage)."""
         if self.client is not None:
-            return list(self.client.persist(list(objs), retries=self.retries))
+            with self._guard():
+                return list(self.client.persist(list(objs), retries=self.retries))
         return list(dask.persist(*objs, scheduler=self._scheduler))
 
     def progress(self, total, desc):

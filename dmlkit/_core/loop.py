@@ -157,6 +157,15 @@ class FitLoop:
                 self.bind(fit_fingerprint(estimator, blocks, **(fingerprint or {})))
         self.driver = (Driver(family, blocks, cache=cache, verbose=self.verbose, local=local)
                        if driver else None)
+        if self.driver is not None and self.store is not None:
+            self.driver.lost_note = self._resume_note
+
+    def _resume_note(self):
+        """The driver's advice after losing the scheduler, read when it happens."""
+        done = (f"holds iteration {self.store.step}" if self.store.manifest is not None
+                else "holds no iteration yet")
+        return (f"The checkpoint at {self.store.url!r} {done}: fit again with the same "
+                "checkpoint once the cluster is back, and the fit resumes from there.")
 
     # -- checkpoints ---------------------------------------------------------------
     def bind(self, fingerprint: dict):
