@@ -243,6 +243,10 @@ class Driver:
                 return list(self.client.persist(list(objs), retries=self.retries))
         return list(dask.persist(*objs, scheduler=self._scheduler))
 
+    def block_state(self, update):
+        """Per-block state of this fit's passes (see :class:`BlockState`)."""
+        return BlockState(self, update)
+
     def progress(self, total, desc):
         """A tqdm.auto progress bar when ``verbose`` (works in notebooks), else a no-op."""
         if self.verbose:
@@ -250,6 +254,70 @@ class Driver:
 
             return tqdm(total=total, desc=desc, leave=True)
         return _NoProgress()
+
+
+class BlockState:
+    """State a fit keeps per row block between passes (k-means||: each row's distance to
+    its nearest chosen centre), owned by the driver.
+
+    ``update(x, state, *args, n_threads=) -> state`` changes a block's state (``state``
+    is None at first); ``read(x, w, offset, block, state, *args, n_threads=)`` computes a
+    block's result from it.  With cached input the states live beside their blocks on
+    the cluster, persisted with lineage (a lost worker's states are recomputed from the
+    previous ones).  With streamed input nothing per row outlives a pass, so an
+    out-of-core fit keeps bounded memory: every pass replays the updates so far, in
+    order, from None, which gives the same bits.
+    """
+
+    def __init__(self, driver, update):
+        self.driver = driver
+        self.update = update
+        self.keep = bool(driver.cached)
+        self.states = [None] * len(driver.x_parts)
+        self.log = []  # every update's arguments, in order (streamed input)
+
+    def map(self, read, *args, step, update=None, record=True):
+        """One pass over every block: apply ``update`` (a tuple of the update's
+        arguments, or None) to the state, then ``read(..., *args)``; returns the block
+        results (Delayed).  ``record=False``: the updated state is not kept (a last
+        pass)."""
+        d = self.driver
+        n = len(self.states)
+        if not self.keep:
+            log = self.log + [update] if update is not None else self.log
+            if record:
+                self.log = log
+            return d.map_blocks(_replay_then_read, self.update, d.shared(list(log), step + "-log"),
+                                read, *args, step=step, per_block=[(i,) for i in range(n)])
+        shared = None if update is None else d.shared(update, step + "-update")
+        outs = d.map_blocks(_update_then_read, self.update, shared, read, *args, step=step,
+                            per_block=list(enumerate(self.states)))
+        if update is not None and record:
+            outs = d.persist(outs)
+            self.states = [dask.delayed(_first)(o) for o in outs]
+        return [dask.delayed(_second)(o) for o in outs]
+
+
+def _update_then_read(x, w, offset, block, state, update, update_args, read, *args,
+                      n_threads=1):
+    if update_args is not None:
+        state = update(x, state, *update_args, n_threads=n_threads)
+    return state, read(x, w, offset, block, state, *args, n_threads=n_threads)
+
+
+def _replay_then_read(x, w, offset, block, update, log, read, *args, n_threads=1):
+    state = None
+    for update_args in log:
+        state = update(x, state, *update_args, n_threads=n_threads)
+    return read(x, w, offset, block, state, *args, n_threads=n_threads)
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _second(pair):
+    return pair[1]
 
 
 def _blocks_nbytes(blocks: RowBlocks) -> float:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import dask
 import numpy as np
 import scipy.sparse as sp
 
@@ -60,7 +59,7 @@ def vstack(parts):
     return np.concatenate(parts)
 
 
-def _update_state(x, state, new_centers, base, backend, n_threads):
+def _update_state(x, state, new_centers, base, backend, n_threads=1):
     """Min squared distance to the chosen centres and the index of that centre."""
     n = x.shape[0]
     if state is None:
@@ -123,48 +122,20 @@ def _top_m(tier, key, m):
     return keep[order]
 
 
-def _sample_task(x, w, offset, state, block, new_centers, base, seed, step, m, backend,
-                 n_threads=1):
-    """One init round on one block: update the state, propose its best m rows."""
-    state = _update_state(x, state, new_centers, base, backend, n_threads)
-    dist = None if state[0] is not None and np.isinf(state[0]).all() else state[0]
+def _sample_read(x, w, offset, block, state, seed, step, m, n_threads=1):
+    """A block's best m proposals under this round's keys."""
+    dist = None if np.isinf(state[0]).all() else state[0]
     tier, key, gidx, local = _sample_keys(x.shape[0], w, dist, offset, seed, step, block, m)
-    return state, (tier, key, gidx, _rows_numpy(x, local))
+    return tier, key, gidx, _rows_numpy(x, local)
 
 
-def _state_from_groups(x, groups, backend, n_threads):
-    """The state after applying every (centres, base) group in order (streamed input)."""
-    state = _update_state(x, None, None, 0, backend, n_threads)
-    for centers, base in groups:
-        state = _update_state(x, state, centers, base, backend, n_threads)
-    return state
-
-
-def _sample_stream_task(x, w, offset, block, groups, seed, step, m, backend, n_threads=1):
-    """``_sample_task`` without persisted state: rebuild it, propose, keep nothing."""
-    state = _state_from_groups(x, groups, backend, n_threads)
-    return _sample_task(x, w, offset, state, block, None, 0, seed, step, m, backend,
-                        n_threads=n_threads)[1]
-
-
-def _weights_stream_task(x, w, offset, groups, n_cand, backend, n_threads=1):
-    state = _state_from_groups(x, groups, backend, n_threads)
-    return _weights_task(x, w, offset, state, None, 0, n_cand, backend, n_threads=n_threads)
-
-
-def _potentials_stream_task(x, w, offset, groups, trials, backend, n_threads=1):
-    state = _state_from_groups(x, groups, backend, n_threads)
-    return _potentials_task(x, w, offset, state, trials, backend, n_threads=n_threads)
-
-
-def _weights_task(x, w, offset, state, new_centers, base, n_cand, backend, n_threads=1):
+def _weights_read(x, w, offset, block, state, n_cand, n_threads=1):
     """Final k-means|| pass: owners of all rows -> weight of each candidate."""
-    _, owner = _update_state(x, state, new_centers, base, backend, n_threads)
     wv = None if w is None else np.asarray(to_numpy(w), dtype=np.float64)
-    return np.bincount(owner, weights=wv, minlength=n_cand).astype(np.float64)
+    return np.bincount(state[1], weights=wv, minlength=n_cand).astype(np.float64)
 
 
-def _potentials_task(x, w, offset, state, trials, backend, n_threads=1):
+def _potentials_read(x, w, offset, block, state, trials, backend, n_threads=1):
     """Potential sum(w * min(D^2, d^2(x, t))) of the block for every trial centre t."""
     dist = state[0]
     K = get_kernels("cluster", backend)
@@ -193,80 +164,38 @@ def _merge_samples(samples, m):
 
 
 class _Sampler:
-    """Runs init rounds on a driver.
-
-    With cached input blocks the per-block state is persisted between rounds (with
-    lineage).  With streamed input (larger than the cluster's memory) nothing per row
-    outlives a pass: each pass rebuilds the state from the (few) centres chosen so far.
-    """
+    """Runs init rounds on a driver; each row's distance to its nearest chosen centre
+    is the driver's per-block state (persisted with cached input, replayed when
+    streamed: :class:`~dmlkit._core.driver.BlockState`)."""
 
     def __init__(self, driver, seed, backend):
         self.driver = driver
         self.seed = seed
         self.backend = backend
-        self.keep_state = bool(driver.cached)
-        self.outs = [None] * len(driver.x_parts)
-        self.groups = []  # (centres, base) in the order they were added (streamed input)
+        self.state = driver.block_state(_update_state)
         self.step = 0
 
     def round(self, new_centers, base, m):
         d = self.driver
-        if self.keep_state:
-            per_block = [(o, i) for i, o in enumerate(self._states())]
-            shared = d.shared(new_centers, "init-centers") if new_centers is not None else None
-            outs = d.map_blocks(_sample_task, shared, base, self.seed, self.step, m,
-                                self.backend, step="init", per_block=per_block)
-            outs = d.persist(outs)
-            samples = d.compute(*[dask.delayed(_second)(o) for o in outs])
-            self.outs = outs
-        else:
-            if new_centers is not None and new_centers.shape[0]:
-                self.groups.append((new_centers, base))
-            per_block = [(i,) for i in range(len(d.x_parts))]
-            samples = d.compute(*d.map_blocks(
-                _sample_stream_task, self._groups("init-centers"), self.seed, self.step, m,
-                self.backend, step="init", per_block=per_block))
+        centers = d.shared(new_centers, "init-centers") if new_centers is not None else None
+        parts = self.state.map(_sample_read, self.seed, self.step, m, step="init",
+                               update=(centers, base, self.backend))
+        samples = d.compute(*parts)
         self.step += 1
         return _merge_samples(samples, m)
 
     def candidate_weights(self, new_centers, base, n_cand):
         d = self.driver
-        if self.keep_state:
-            per_block = [(s,) for s in self._states()]
-            parts = d.map_blocks(_weights_task, d.shared(new_centers, "init-centers"), base,
-                                 n_cand, self.backend, step="init-weights", per_block=per_block)
-        else:
-            if new_centers is not None and new_centers.shape[0]:
-                self.groups.append((new_centers, base))
-            parts = d.map_blocks(_weights_stream_task, self._groups("init-centers"), n_cand,
-                                 self.backend, step="init-weights")
+        parts = self.state.map(_weights_read, n_cand, step="init-weights", record=False,
+                               update=(d.shared(new_centers, "init-centers"), base,
+                                       self.backend))
         return d.compute(d.reduce(parts, _sum_arrays, "init-weights"))[0]
 
     def potentials(self, trials):
         d = self.driver
-        if self.keep_state:
-            per_block = [(s,) for s in self._states()]
-            parts = d.map_blocks(_potentials_task, d.shared(trials, "init-trials"),
-                                 self.backend, step="init-trials", per_block=per_block)
-        else:
-            parts = d.map_blocks(_potentials_stream_task, self._groups("init-centers"),
-                                 d.shared(trials, "init-trials"), self.backend,
-                                 step="init-trials")
+        parts = self.state.map(_potentials_read, d.shared(trials, "init-trials"),
+                               self.backend, step="init-trials")
         return d.compute(d.reduce(parts, _sum_arrays, "init-trials"))[0]
-
-    def _states(self):
-        return [None if o is None else dask.delayed(_first)(o) for o in self.outs]
-
-    def _groups(self, step):
-        return self.driver.shared(list(self.groups), step)
-
-
-def _first(o):
-    return o[0]
-
-
-def _second(o):
-    return o[1]
 
 
 def init_random(driver, k, seed, backend):
