@@ -1,5 +1,7 @@
 """dmlkit: out-of-core, fault-tolerant machine learning on Dask with scikit-learn's API."""
 
+# first: sets OMP_WAIT_POLICY before any OpenMP runtime in this process starts
+from dmlkit._core import numba_utils  # noqa: F401, I001
 from dmlkit import datasets, exceptions, feature_extraction, metrics
 from dmlkit._config import config_context, get_config
 from dmlkit.cluster import KMeans

@@ -43,6 +43,16 @@ def get_kernels(family: str, backend: str):
     return importlib.import_module(f"{_FAMILY_PACKAGES[family]}.{suffix}")
 
 
+def to_device(x, backend: str):
+    """A host array where ``backend``'s kernels compute: on the GPU (CuPy) for the
+    array-API kernels when a CUDA device is present, else as it is."""
+    if backend == "xp" and has_cupy_device():
+        import cupy
+
+        return cupy.asarray(x)
+    return x
+
+
 def to_numpy(x):
     """A small result (NumPy, CuPy or any DLPack array) as a NumPy array on the host."""
     if isinstance(x, np.ndarray) or np.isscalar(x):

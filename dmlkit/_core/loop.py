@@ -34,7 +34,7 @@ import numpy as np
 from dask.base import tokenize
 
 from dmlkit._core.blocks import RowBlocks
-from dmlkit._core.checkpoint import CheckpointStore
+from dmlkit._core.checkpoint import BlockList, CheckpointStore
 from dmlkit._core.driver import Driver
 from dmlkit._core.params import Interval
 
@@ -155,10 +155,19 @@ class FitLoop:
             self.store = CheckpointStore(url)
             if blocks is not None or fingerprint is not None:
                 self.bind(fit_fingerprint(estimator, blocks, **(fingerprint or {})))
-        self.driver = (Driver(family, blocks, cache=cache, verbose=self.verbose, local=local)
-                       if driver else None)
-        if self.driver is not None and self.store is not None:
+        self.driver = None
+        if driver:
+            self.start_driver(blocks, cache=cache, local=local)
+
+    def start_driver(self, blocks=None, *, cache="auto", local=None):
+        """Build the fit's :class:`~dmlkit._core.driver.Driver` (``__init__`` does, unless
+        given ``driver=False``: a family that knows where it runs only after a first look
+        at its data, as ALS, calls this then)."""
+        self.driver = Driver(self.family, blocks, cache=cache, verbose=self.verbose,
+                             local=local)
+        if self.store is not None:
             self.driver.lost_note = self._resume_note
+        return self.driver
 
     def _resume_note(self):
         """The driver's advice after losing the scheduler, read when it happens."""
@@ -185,13 +194,14 @@ class FitLoop:
         saved, self._saved = self._saved, None
         if saved is None:
             return None
-        return saved["state"], int(saved["it"]), bool(saved["done"])
+        state = dict(saved["state"], **{k: saved[k] for k in saved.get("blocks", ())})
+        return state, int(saved["it"]), bool(saved["done"])
 
     def save(self, state, it=0, done=False):
         """Checkpoint ``state`` now (a family calls it where a run's state is new, e.g.
         after an initialisation); :meth:`iterate` saves on its own."""
         if self.store is not None:
-            self.store.save(self.steps, {"state": state, "it": int(it), "done": bool(done)})
+            self.store.save(self.steps, _record(state, it, done))
 
     # -- iterations ----------------------------------------------------------------
     def iterate(self, step, state, *, max_iter, start=0, done=False, desc=None):
@@ -249,7 +259,18 @@ class FitLoop:
         the checkpoint finished with it."""
         self.estimator.resumed_from_iter_ = int(self.resumed_from)
         if self.store is not None and state is not None:
-            self.store.save(self.steps, {"state": state, "it": 0, "done": True}, finished=True)
+            self.store.save(self.steps, _record(state, 0, True), finished=True)
+
+
+def _record(state, it, done):
+    """What a checkpoint stores: the state's BlockLists at the top level (the store
+    writes those one file per block), the rest of it, where the loop was."""
+    blocks = {k: v for k, v in state.items() if isinstance(v, BlockList)}
+    if set(blocks) & {"state", "it", "done", "blocks"}:
+        raise ValueError(f"state keys {sorted(blocks)} clash with the checkpoint record's")
+    rest = {k: v for k, v in state.items() if k not in blocks}
+    return {**blocks, "state": rest, "it": int(it), "done": bool(done),
+            "blocks": list(blocks)}
 
 
 def _complete_bar(bar, n):

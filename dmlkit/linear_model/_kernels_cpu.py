@@ -385,15 +385,21 @@ def _per_model(value, M):
 
 
 def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params,
-                    n_threads=1, want_loss=True, avg_coef=None, avg_intercept=None):
+                    n_threads=1, want_loss=True, avg_coef=None, avg_intercept=None,
+                    batch_size=1):
     """One local SGD epoch over a dense or CSR block.
 
     Returns ``(coef, intercept, u, q, sumloss, avg_coef, avg_intercept)``; the averages
     are None unless ``params["average"] > 0`` (then ``avg_coef``/``avg_intercept`` are
     the running averages to continue).  ``params["intercept_decay"]`` scales intercept
     updates (scikit-learn uses 0.01 for sparse data).  ``params["eta"]`` is one step for
-    all models or one per model.
+    all models or one per model.  The signature is the array-API kernel's
+    (``_kernels_xp.sgd_epoch_block``), so the estimator calls either the same way; this
+    one steps on every row, as scikit-learn, so ``batch_size`` can only be 1.
     """
+    if batch_size != 1:
+        raise ValueError(f"the numba SGD kernel steps on every row: batch_size={batch_size!r} "
+                         "needs the array-API kernel")
     p = params
     M, d = coef.shape
     average = int(p.get("average", 0))

@@ -104,6 +104,14 @@ def loss_gradients(xp, loss_id, P, Y, eps):
     return xp.where(z > eps, -2.0 * (z - eps), xp.where(z < -eps, 2.0 * (-z - eps), zero))
 
 
+def loss_gradient(loss_id, p, y, eps):
+    """d loss / d p of one (p, y) on the host, as ``_kernels_cpu.loss_gradient`` (the
+    estimator's schedule start, ``optimal_init``, reads it from either module)."""
+    xp = array_namespace(np.empty(0))  # NumPy, through array_api_compat
+    P, Y = (xp.asarray(float(v), dtype=xp.float64) for v in (p, y))
+    return float(loss_gradients(xp, int(loss_id), P, Y, float(eps)))
+
+
 def sgd_epoch_block(X, Y, sw, order, coef, intercept, u, q, pos_w, neg_w, params,
                     n_threads=1, want_loss=True, avg_coef=None, avg_intercept=None,
                     batch_size=1):

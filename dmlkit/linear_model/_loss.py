@@ -43,9 +43,11 @@ def loss_functions(losses):
 
 def parameter_constraints(losses, classifier):
     """The constraints table of an SGD estimator (scikit-learn's, plus dmlkit's own
-    ``batch_size`` and ``cache``); 'pa1'/'pa2' are not offered (no kernel has them)."""
+    ``batch_size``, ``cache`` and the checkpoint parameters every iterative estimator
+    takes); 'pa1'/'pa2' are not offered (no kernel has them)."""
     from numbers import Integral, Real
 
+    from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS
     from dmlkit._core.params import Interval
 
     table = {
@@ -70,6 +72,7 @@ def parameter_constraints(losses, classifier):
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [StrOptions(("auto",)), "boolean"],
+        **CHECKPOINT_CONSTRAINTS,
     }
     if classifier:
         table["n_jobs"] = [Integral, None]

@@ -6,10 +6,15 @@ drawn from (seed, epoch, block index); the driver averages the block models weig
 by their rows.  All one-vs-rest classes train in the same pass; each converges on its
 own (its ``tol`` rule or validation score, its adaptive step), as scikit-learn's
 separate binary fits do, and is no longer trained once it has.
+
+``fit`` runs its epochs through the core's fit loop (``dmlkit._core.loop``): the loop's
+state holds everything the next epoch reads, so a checkpoint of it resumes the fit bit
+for bit.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import dask
@@ -29,10 +34,10 @@ from dmlkit._core.blocks import is_dask_collection, to_row_blocks
 from dmlkit._core.client import compute, placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver
+from dmlkit._core.loop import FitLoop, Step
 from dmlkit._core.params import validate_params
 from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import ConvergenceWarning
-from dmlkit.linear_model import _kernels_cpu as kernels
 from dmlkit.linear_model._loss import (
     CLASSIFIER_LOSSES,
     DEFAULT_EPSILON,
@@ -171,17 +176,12 @@ def _epoch_task(x, w, offset, y, block, classes, state, pos_w, neg_w, params, se
     # and the kernels never touch it then: an empty one saves a model-sized copy per task
     q0 = part["q"] if part["q"] is not None else np.zeros((part["coef"].shape[0], 0))
     t, average = _step_units(params, run)
-    if run["backend"] == "xp":
-        K = get_kernels("linear_model", "xp")
-        extra = {"batch_size": run["batch_size"]}
-        params = dict(params, t=t, average=average)
-    else:
-        K, extra = kernels, {}
-        x = x if sp.issparse(x) else to_numpy(x)
+    K = get_kernels("linear_model", run["backend"])
     res = K.sgd_epoch_block(x, Y, sw, order.astype(np.int64), part["coef"], part["intercept"],
-                            part["u"], q0, pos_w, neg_w, params, n_threads=n_threads,
-                            want_loss=params["want_loss"], avg_coef=part["avg_coef"],
-                            avg_intercept=part["avg_intercept"], **extra)
+                            part["u"], q0, pos_w, neg_w, dict(params, t=t, average=average),
+                            n_threads=n_threads, want_loss=params["want_loss"],
+                            avg_coef=part["avg_coef"], avg_intercept=part["avg_intercept"],
+                            batch_size=run["batch_size"])
     W, b, u, q, sumloss, aw, ab = (None if v is None else _all_models(to_numpy(v), active, M)
                                    for v in res)
     nt = float(len(order))
@@ -283,13 +283,13 @@ class _BaseSGD(BaseEstimator):
         """``average`` as scikit-learn reads it: the step from which to average (0: off)."""
         return int(self.average) if self.average else 0
 
-    def _kernel_params(self):
+    def _kernel_params(self, backend):
         loss_id = self._losses[self.loss]
         optimal_init = 0.0
         if self.learning_rate == "optimal":
             typw = np.sqrt(1.0 / np.sqrt(self.alpha))
-            initial_eta0 = typw / max(1.0, kernels.loss_gradient(loss_id, -typw, 1.0,
-                                                                 self.epsilon))
+            K = get_kernels("linear_model", backend)
+            initial_eta0 = typw / max(1.0, K.loss_gradient(loss_id, -typw, 1.0, self.epsilon))
             optimal_init = 1.0 / (initial_eta0 * self.alpha)
         return {
             "loss": loss_id, "penalty": PENALTIES[self.penalty], "alpha": float(self.alpha),
@@ -302,15 +302,15 @@ class _BaseSGD(BaseEstimator):
         }
 
     # -- the epoch loop ---------------------------------------------------------------
-    def _public_model(self, state, t):
+    def _public_model(self, model, t):
         """The model predictions use: the average once averaging has started (as
         scikit-learn: from ``average <= t_ - 1`` on), else the SGD iterate."""
         if self._average and self._average <= t - 1:
-            return state["avg_coef"], state["avg_intercept"]
-        return state["coef"], state["intercept"]
+            return model["avg_coef"], model["avg_intercept"]
+        return model["coef"], model["intercept"]
 
-    def _mix(self, state, r, params, run, keep):
-        """The next global state from the reduced block sums (parameter mixing); the
+    def _mix(self, model, r, params, run, keep):
+        """The next global model from the reduced block sums (parameter mixing); the
         models not in ``keep`` (converged, or their pass dropped) keep their state."""
         total = r["n"]
         if total <= 0:
@@ -322,13 +322,13 @@ class _BaseSGD(BaseEstimator):
             k0 = max(0.0, t - average)
             denom = k0 + r["m"]
             for k in ("avg_coef", "avg_intercept"):
-                new[k] = (state[k] * k0 + r[k]) / denom if denom > 0 else state[k]
+                new[k] = (model[k] * k0 + r[k]) / denom if denom > 0 else model[k]
         else:
             new["avg_coef"] = new["avg_intercept"] = None
         if not keep.all():
             for k, v in new.items():
                 if v is not None:
-                    v[~keep] = state[k][~keep]
+                    v[~keep] = model[k][~keep]
         return new
 
     def _validation_scores(self, stats):
@@ -371,10 +371,56 @@ class _BaseSGD(BaseEstimator):
         raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch}. "
                          "Scaling input data with StandardScaler or MinMaxScaler might help.")
 
-    def _run_epochs(self, driver, backend, classes, state, pos_w, neg_w, n_epochs, seed,
-                    fitting, split_state=None):
-        """Run up to ``n_epochs`` epochs; returns (state, epochs kept).  ``split_state``
-        is the random state early stopping's split draws from (see ``_split_rows``).
+    def _loop_state(self, model, split_state, early):
+        """The epoch loop's state before its first epoch.
+
+        It holds everything the next epoch reads, so a checkpoint of it is a complete
+        resume point: the mixed model (``_sgd_state``), the step count ``t`` (as
+        scikit-learn's ``t_``), the shuffle stream of the next pass (``epoch``: the
+        epochs this SGD iterate has run), the seed and early stopping's split stream,
+        and per one-vs-rest model: its step (``learning_rate='adaptive'`` divides it),
+        whether it still trains, its best objective or validation score, its epochs
+        without improvement, and whether the model its next pass starts from is new
+        (early stopping scores only those).
+        """
+        M = model["coef"].shape[0]
+        return {"model": model, "t": float(self.t_), "epoch": int(self._epochs_seen),
+                "seed": self._seed, "split_state": split_state,
+                "eta": np.full(M, float(self.eta0)), "active": np.ones(M, dtype=bool),
+                "best": np.full(M, -np.inf if early else np.inf),
+                "no_improve": np.zeros(M, dtype=np.int64), "scored": np.zeros(M, dtype=bool)}
+
+    def _epoch_setup(self, driver, backend, classes, pos_w, neg_w, fitting):
+        """What every epoch of a call reads and none changes: the kernel's parameters,
+        the convergence rule in force (``fit`` only) and the tasks' fixed arguments."""
+        params = self._kernel_params(backend)
+        if driver.blocks.sparse:
+            params["intercept_decay"] = SPARSE_INTERCEPT_DECAY  # as scikit-learn
+        early = bool(fitting and self.early_stopping)
+        tol_rule = bool(fitting and self.tol is not None and not early)
+        params["want_loss"] = tol_rule or bool(self.verbose)
+        run = {"validation_fraction": float(self.validation_fraction) if early else 0.0,
+               "n_blocks": driver.blocks.n_blocks,
+               "shuffle": bool(self.shuffle), "backend": backend,
+               # rows per kernel step: the numba kernel steps on every row
+               "batch_size": int(self.batch_size or XP_BATCH_SIZE) if backend == "xp" else 1}
+        return {"params": params, "run": run, "early": early, "tol_rule": tol_rule,
+                "tol": -np.inf if self.tol is None else float(self.tol), "classes": classes,
+                "pos_w": pos_w, "neg_w": neg_w,
+                "per_block": [(y, i) for i, y in enumerate(driver.y_parts)]}
+
+    def _run_epochs(self, loop, setup, state):
+        """``fit``'s epochs through the core's fit loop (which resumes a checkpoint, stops
+        at ``max_iter``, shows progress and saves checkpoints); returns the last state."""
+        state, it, done = loop.restore() or (state, 0, False)
+        state, _, _ = loop.iterate(functools.partial(self._epoch, loop.driver, setup), state,
+                                   max_iter=self.max_iter, start=it, done=done)
+        loop.finish(state)
+        return state
+
+    def _epoch(self, driver, setup, state, it):
+        """One epoch, the step of the fit loop: every block's local pass from the mixed
+        model, the mix, then each model's convergence rule; returns ``(state, Step)``.
 
         Each one-vs-rest model converges on its own, as scikit-learn's separate binary
         fits do: its own ``tol`` rule (or validation score), its own plateau count, its
@@ -388,73 +434,54 @@ class _BaseSGD(BaseEstimator):
         pass that found it is dropped for it); a pass dropped for every model is not
         counted.
         """
-        params = self._kernel_params()
-        params["t"] = float(getattr(self, "t_", 1.0))
-        if driver.blocks.sparse:
-            params["intercept_decay"] = SPARSE_INTERCEPT_DECAY  # as scikit-learn
-        early = bool(fitting and self.early_stopping)
-        tol_rule = bool(fitting and self.tol is not None and not early)
-        params["want_loss"] = tol_rule or bool(self.verbose)
-        run = {"validation_fraction": float(self.validation_fraction) if early else 0.0,
-               "split_state": split_state,
-               "n_blocks": driver.blocks.n_blocks,
-               "shuffle": bool(self.shuffle), "backend": backend,
-               "batch_size": int(self.batch_size or XP_BATCH_SIZE)}
-        tol = -np.inf if self.tol is None else float(self.tol)
-        M = state["coef"].shape[0]
-        eta = np.full(M, params["eta"])
-        active = np.ones(M, dtype=bool)
-        best = np.full(M, -np.inf if early else np.inf)
-        no_improve = np.zeros(M, dtype=np.int64)
-        scored = np.zeros(M, dtype=bool)  # the model a pass starts from is a new one
-        n_done = 0
-        per_block = [(y, i) for i, y in enumerate(driver.y_parts)]
-        bar = driver.progress(n_epochs, type(self).__name__)
-        try:
-            while n_done < n_epochs and active.any():
-                params["eta"] = eta.copy()
-                # the model early stopping scores (only then: it can be as big as coef)
-                task_state = dict(state, active=active.copy(), score_model=self._public_model(
-                    state, params["t"]) if early else None)
-                shared = (classes, driver.shared(task_state, "model"), pos_w, neg_w,
-                          dict(params), seed, self._epochs_seen + n_done, run)
-                r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
-                                      per_block=per_block)
-                self._check_finite_pass(driver, r, n_done + 1)
-                keep = active.copy()  # the models whose pass is kept
-                if early:
-                    if n_done == 0 and not scored.any():
-                        self._check_split(r, driver.blocks.n_samples)
-                    # r["val"] scores `state`, the models after n_done epochs
-                    score = self._validation_scores(r["val"])
-                    for m in np.flatnonzero(active & scored):
-                        no_improve[m] = no_improve[m] + 1 if score[m] < best[m] + tol else 0
-                        best[m] = max(best[m], score[m])
-                        if no_improve[m] >= self.n_iter_no_change:
-                            keep[m] = False  # the scored model stays
-                            active[m] = self._shrink_eta(eta, m)
-                            no_improve[m], scored[m] = 0, False
-                    if not keep.any():
-                        continue  # every model's pass dropped: redo (or end)
-                state = self._mix(state, r, params, run, keep)
-                params["t"] += r["n"]
-                n_done += 1
-                scored |= keep
-                bar.update(1)
-                if tol_rule:
-                    objective = r["loss"] / r["n"] + self._penalty_values(state["coef"])
-                    for m in np.flatnonzero(keep):
-                        no_improve[m] = no_improve[m] + 1 if objective[m] > best[m] - tol \
-                            else 0
-                        best[m] = min(best[m], objective[m])
-                        if no_improve[m] >= self.n_iter_no_change:
-                            active[m] = self._shrink_eta(eta, m)
-                            no_improve[m] = 0
-        finally:
-            bar.close()
-        self.t_ = params["t"]
-        self._epochs_seen += n_done
-        return state, n_done
+        model, tol, early = state["model"], setup["tol"], setup["early"]
+        run = dict(setup["run"], split_state=state["split_state"])
+        # the step returns a new state: the one it was given may be a checkpoint's
+        eta, active, best, no_improve, scored = (
+            state[k].copy() for k in ("eta", "active", "best", "no_improve", "scored"))
+        params = dict(setup["params"], eta=eta.copy(), t=state["t"])
+        # the model early stopping scores (only then: it can be as big as coef)
+        task_state = dict(model, active=active.copy(), score_model=self._public_model(
+            model, state["t"]) if early else None)
+        shared = (setup["classes"], driver.shared(task_state, "model"), setup["pos_w"],
+                  setup["neg_w"], params, state["seed"], state["epoch"], run)
+        r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
+                              per_block=setup["per_block"])
+        self._check_finite_pass(driver, r, it + 1)
+        keep = active.copy()  # the models whose pass is kept
+        metrics = {}
+        if early:
+            if it == 0 and not scored.any():
+                self._check_split(r, driver.blocks.n_samples)
+            # r["val"] scores the models the pass started from
+            score = self._validation_scores(r["val"])
+            metrics["score"] = float(score[active].mean())
+            for m in np.flatnonzero(active & scored):
+                no_improve[m] = no_improve[m] + 1 if score[m] < best[m] + tol else 0
+                best[m] = max(best[m], score[m])
+                if no_improve[m] >= self.n_iter_no_change:
+                    keep[m] = False  # the scored model stays
+                    active[m] = self._shrink_eta(eta, m)
+                    no_improve[m], scored[m] = 0, False
+            if not keep.any():  # every model's pass dropped: redo it (or end)
+                state = dict(state, eta=eta, active=active, best=best, no_improve=no_improve,
+                             scored=scored)
+                return state, Step(counted=False, converged=not active.any())
+        model = self._mix(model, r, params, run, keep)
+        scored |= keep
+        if setup["tol_rule"]:
+            objective = r["loss"] / r["n"] + self._penalty_values(model["coef"])
+            for m in np.flatnonzero(keep):
+                no_improve[m] = no_improve[m] + 1 if objective[m] > best[m] - tol else 0
+                best[m] = min(best[m], objective[m])
+                if no_improve[m] >= self.n_iter_no_change:
+                    active[m] = self._shrink_eta(eta, m)
+                    no_improve[m] = 0
+        if params["want_loss"]:  # the mean loss of a training row, over the models trained
+            metrics["loss"] = float(r["loss"][keep].mean() / r["n"])
+        state = dict(state, model=model, t=state["t"] + r["n"], epoch=state["epoch"] + 1,
+                     eta=eta, active=active, best=best, no_improve=no_improve, scored=scored)
+        return state, Step(converged=not active.any(), metrics=metrics)
 
     def _shrink_eta(self, eta, m):
         """Model m made no progress for ``n_iter_no_change`` epochs: with
@@ -497,7 +524,7 @@ class _BaseSGD(BaseEstimator):
         warm = (not incremental and self.warm_start and hasattr(self, "coef_")
                 and _dense(self.coef_).reshape(-1).size == n_models * d)
         if not first:
-            state = dict(self._sgd_state)  # partial_fit continues the SGD iterate
+            model = dict(self._sgd_state)  # partial_fit continues the SGD iterate
         else:
             if warm:
                 coef = _dense(self.coef_).astype(np.float64).reshape(n_models, d)
@@ -509,7 +536,7 @@ class _BaseSGD(BaseEstimator):
             if intercept_init is not None:
                 intercept = _check_init(intercept_init, (n_models,), "intercept_init")
             avg = self._average > 0
-            state = {"coef": coef, "intercept": intercept, "u": np.zeros(n_models),
+            model = {"coef": coef, "intercept": intercept, "u": np.zeros(n_models),
                      "q": np.zeros((n_models, d)) if self.penalty in ("l1", "elasticnet")
                      else None,
                      "avg_coef": np.zeros((n_models, d)) if avg else None,
@@ -522,16 +549,28 @@ class _BaseSGD(BaseEstimator):
         split_state = rs.get_state(legacy=False) if early else None
         if not hasattr(self, "_seed") or not incremental:
             self._seed = int(rs.randint(np.iinfo(np.int32).max))
-        driver = Driver("sgd", blocks, cache=self.cache if not incremental else False,
-                        verbose=self.verbose)
-        n_epochs = 1 if incremental else self.max_iter
-        state, n_done = self._run_epochs(driver, backend, classes, state, pos_w, neg_w,
-                                         n_epochs, self._seed, fitting=not incremental,
-                                         split_state=split_state)
-        self._sgd_state = state
-        self._set_model(state, blocks.dtype)
-        self.n_iter_ = n_done if not incremental else getattr(self, "n_iter_", 0) + 1
-        if not incremental and n_done == self.max_iter and self.tol is not None:
+        state = self._loop_state(model, split_state, early)
+        if incremental:
+            # one epoch and no checkpoint: the fit loop's step, run once
+            driver = Driver("sgd", blocks, cache=False, verbose=self.verbose)
+            setup = self._epoch_setup(driver, backend, classes, pos_w, neg_w, fitting=False)
+            state, _ = self._epoch(driver, setup, state, 0)
+            self.n_iter_ = getattr(self, "n_iter_", 0) + 1
+        else:
+            # what the data makes of the fit beyond its parameters: a checkpoint of a
+            # fit from another start, or with other classes, is not resumed
+            fingerprint = {"starting model": {k: model[k] for k in ("coef", "intercept")}}
+            if classes is not None:
+                fingerprint.update({"classes": classes, "class weights": [pos_w, neg_w]})
+            loop = FitLoop(self, "sgd", blocks, cache=self.cache, fingerprint=fingerprint)
+            setup = self._epoch_setup(loop.driver, backend, classes, pos_w, neg_w,
+                                      fitting=True)
+            state = self._run_epochs(loop, setup, state)
+            self.n_iter_ = state["epoch"]
+        self._sgd_state, self.t_ = state["model"], state["t"]
+        self._epochs_seen, self._seed = state["epoch"], state["seed"]
+        self._set_model(state["model"], blocks.dtype)
+        if not incremental and self.n_iter_ == self.max_iter and self.tol is not None:
             warnings.warn("Maximum number of iteration reached before convergence. Consider "
                           "increasing max_iter to improve the fit.", ConvergenceWarning,
                           stacklevel=3)
@@ -541,8 +580,8 @@ class _BaseSGD(BaseEstimator):
                           "instead.", FutureWarning, stacklevel=3)
         return self
 
-    def _set_model(self, state, dtype):
-        """The fitted attributes from the driver's state, in the input's dtype (the state
+    def _set_model(self, model, dtype):
+        """The fitted attributes from the mixed model, in the input's dtype (the model
         itself stays float64, where the blocks' models are mixed).
 
         With ``average``, scikit-learn's ``_standard_coef`` / ``_standard_intercept`` (the
@@ -552,12 +591,12 @@ class _BaseSGD(BaseEstimator):
         def cast(a):
             return np.array(a, dtype=dtype)
 
-        self.coef_, self.intercept_ = (cast(a) for a in self._public_model(state, self.t_))
+        self.coef_, self.intercept_ = (cast(a) for a in self._public_model(model, self.t_))
         names = ("_standard_coef", "_standard_intercept", "_average_coef",
                  "_average_intercept")
         if self._average > 0:
-            values = (state["coef"], state["intercept"], state["avg_coef"],
-                      state["avg_intercept"])
+            values = (model["coef"], model["intercept"], model["avg_coef"],
+                      model["avg_intercept"])
             for name, value in zip(names, values, strict=True):
                 setattr(self, name, cast(value))
         else:
@@ -610,14 +649,38 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
     step (default 256).
 
-    Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
-    ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
     ``early_stopping`` holds out ``validation_fraction`` of every block (of each class),
     split as scikit-learn splits (one block: the same rows); its score is computed in
     the next epoch's pass, so it costs no extra pass over the data.  ``n_jobs`` is
     taken for scikit-learn's API and not used: the parallelism comes from dask (one
     task per block, and threads over the one-vs-rest models when there are fewer blocks
     than threads).
+
+    Parameters beyond scikit-learn's:
+
+    batch_size : int or None, default=None
+        Rows per step of the array-API kernel (None: 256); the numba kernels step on
+        every row, as scikit-learn.
+    cache : {'auto', True, False}, default='auto'
+        Persist the input blocks on the cluster (keeping lineage) or stream them from
+        their source every epoch.  ``'auto'`` persists when the data takes under
+        ``dmlkit.cache-fraction`` of the cluster's memory.
+    checkpoint : str, path or None, default=None
+        A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
+        where ``fit`` saves its state every ``checkpoint_interval`` epochs.  A fit
+        whose checkpoint is there resumes from it, bit-identical to an uninterrupted
+        fit; a checkpoint of another fit there (other parameters, data, classes, or
+        starting model: ``coef_init``, ``intercept_init``, a warm start) is a
+        ValueError (see the README's "Checkpoints and resume").  ``partial_fit`` does
+        not checkpoint.
+    checkpoint_interval : int, default=1
+        Epochs between checkpoint saves.  A save writes the model (with its average
+        and L1 state): a model of many features and classes may want a longer one.
+
+    Attributes beyond scikit-learn's:
+
+    resumed_from_iter_ : int
+        Epochs the last ``fit`` resumed from a checkpoint; 0 for a fresh start.
     """
 
     _losses = CLASSIFIER_LOSSES
@@ -629,7 +692,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
                  epsilon=DEFAULT_EPSILON, n_jobs=None, random_state=None,
                  learning_rate="optimal", eta0=0.01, power_t=0.5, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=5, class_weight=None,
-                 warm_start=False, average=False, batch_size=None, cache="auto"):
+                 warm_start=False, average=False, batch_size=None, cache="auto",
+                 checkpoint=None, checkpoint_interval=1):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -653,6 +717,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self.average = average
         self.batch_size = batch_size
         self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
 
     def _resolve_classes(self, blocks, classes_arg, first):
         """``classes_`` on the first call; every label of y must be one of them.
@@ -699,7 +765,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     @placed
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
-        """Fit the model with ``max_iter`` epochs (fewer when ``tol`` stops it)."""
+        """Fit the model with ``max_iter`` epochs (fewer when ``tol`` stops it), from the
+        checkpoint at ``checkpoint`` when one of this fit is there."""
         with keep_state_on_error(self):
             for attr in ("coef_", "intercept_", "classes_"):
                 if not self.warm_start and hasattr(self, attr):
@@ -708,7 +775,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     @placed
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over (X, y); ``classes`` is required on the first call."""
+        """One epoch over (X, y); ``classes`` is required on the first call.  Not
+        checkpointed: ``checkpoint`` applies to ``fit``."""
         with keep_state_on_error(self):
             if not hasattr(self, "coef_"):
                 self._check_params(for_partial_fit=True)
@@ -797,11 +865,35 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
     step (default 256).
 
-    Parameters beyond scikit-learn's: ``batch_size`` (array-API kernel only) and
-    ``cache`` ('auto', True, False: persist the blocks or stream them every epoch).
     ``early_stopping`` holds out ``validation_fraction`` of every block, split as
     scikit-learn splits (one block: the same rows); its score is computed in the next
     epoch's pass, so it costs no extra pass over the data.
+
+    Parameters beyond scikit-learn's:
+
+    batch_size : int or None, default=None
+        Rows per step of the array-API kernel (None: 256); the numba kernels step on
+        every row, as scikit-learn.
+    cache : {'auto', True, False}, default='auto'
+        Persist the input blocks on the cluster (keeping lineage) or stream them from
+        their source every epoch.  ``'auto'`` persists when the data takes under
+        ``dmlkit.cache-fraction`` of the cluster's memory.
+    checkpoint : str, path or None, default=None
+        A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
+        where ``fit`` saves its state every ``checkpoint_interval`` epochs.  A fit
+        whose checkpoint is there resumes from it, bit-identical to an uninterrupted
+        fit; a checkpoint of another fit there (other parameters, data, classes, or
+        starting model: ``coef_init``, ``intercept_init``, a warm start) is a
+        ValueError (see the README's "Checkpoints and resume").  ``partial_fit`` does
+        not checkpoint.
+    checkpoint_interval : int, default=1
+        Epochs between checkpoint saves.  A save writes the model (with its average
+        and L1 state): a model of many features and classes may want a longer one.
+
+    Attributes beyond scikit-learn's:
+
+    resumed_from_iter_ : int
+        Epochs the last ``fit`` resumed from a checkpoint; 0 for a fresh start.
     """
 
     _losses = REGRESSION_LOSSES
@@ -813,7 +905,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
                  epsilon=DEFAULT_EPSILON, random_state=None, learning_rate="invscaling",
                  eta0=0.01, power_t=0.25, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, warm_start=False, average=False, batch_size=None,
-                 cache="auto"):
+                 cache="auto", checkpoint=None, checkpoint_interval=1):
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -835,6 +927,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self.average = average
         self.batch_size = batch_size
         self.cache = cache
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
 
     def _resolve_classes(self, blocks, classes_arg, first):
         return None
@@ -844,6 +938,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
 
     @placed
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit the model with ``max_iter`` epochs (fewer when ``tol`` stops it), from the
+        checkpoint at ``checkpoint`` when one of this fit is there."""
         with keep_state_on_error(self):
             for attr in ("coef_", "intercept_"):
                 if not self.warm_start and hasattr(self, attr):
@@ -854,7 +950,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
 
     @placed
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y)."""
+        """One epoch over (X, y).  Not checkpointed: ``checkpoint`` applies to ``fit``."""
         with keep_state_on_error(self):
             out = self._fit_common(X, y, sample_weight, None, None, True)
             self._flatten()

@@ -17,6 +17,8 @@ How a fit runs
    one key (shipped once per worker); the solved blocks come back to the client,
    which holds the factors between half-iterations.  No iteration's graph contains an
    earlier one's, so a worker lost at iteration 14 costs iteration 14's tasks.
+   The iterations run through the core's :class:`~dmlkit._core.loop.FitLoop`: with
+   ``checkpoint`` the factors are saved one file per block, and a fit resumes from them.
 
 Every row's solve depends only on its own ratings and the other side's factors, and
 the kernels' arithmetic does not depend on chunking or threads: the factors are the
@@ -25,6 +27,7 @@ same bits whatever the number of blocks, workers or threads, and after a lost wo
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -37,14 +40,16 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from dask.base import tokenize
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
+from dmlkit._core.checkpoint import BlockList
 from dmlkit._core.client import compute, get_client_or_none, placed, solve_here
-from dmlkit._core.dispatch import get_kernels, has_cupy_device, to_numpy
-from dmlkit._core.driver import Driver
+from dmlkit._core.dispatch import backend_of, get_kernels, to_device, to_numpy
+from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step, fit_fingerprint
 from dmlkit._core.params import Interval, StrOptions, validate_params
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
@@ -80,11 +85,7 @@ def _encode_task(df, user_index, item_index, user_col, item_col, rating_col):
 def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen, n_threads=1):
     indptr, indices, data = block
     K = get_kernels("recommendation", backend)
-    Y = other
-    if backend == "xp" and has_cupy_device():
-        import cupy
-
-        Y = cupy.asarray(other)
+    Y = to_device(other, backend)
     X = to_numpy(K.als_solve_rows_block(indptr, indices, data, Y, YtY=YtY, X0=start,
                                         n_threads=n_threads, **params))
     loss = None
@@ -95,16 +96,29 @@ def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen,
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         weight = np.ones_like(sq) if params["implicit"] else np.diff(indptr).astype(float)
         loss += params["reg"] * float(np.dot(weight, sq))
-    seen = (np.diff(indptr), indices.astype(np.int32, copy=False)) if with_seen else None
-    return X, loss, seen
+    return X, loss, _seen_task(block) if with_seen else None
+
+
+def _seen_task(block):
+    # a user block's part of the seen CSR: (items per user, their item codes)
+    indptr, indices, _ = block
+    return np.diff(indptr), indices.astype(np.int32, copy=False)
+
+
+def _join_seen(parts):
+    """The user -> items CSR (indptr, indices) of the user blocks' seen parts."""
+    counts = np.concatenate([p[0] for p in parts])
+    indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, np.concatenate([p[1] for p in parts])
 
 
 def _concat_rows(*results):
     return np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
 
 
-def _gram_task(Y, n_threads=1):
-    return get_kernels("recommendation", "numba").gram(Y, n_threads=n_threads)
+def _gram_task(Y, backend, n_threads=1):
+    return get_kernels("recommendation", backend).gram(Y, n_threads=n_threads)
 
 
 def twin_rows(F):
@@ -221,6 +235,18 @@ def _sorted_ids(counts: pd.Series) -> pd.Series:
         return counts.iloc[np.argsort(np.asarray(key, dtype=object), kind="stable")]
 
 
+def _ratings_meta(src, col):
+    """An empty array of the type ``src[col]`` holds (NumPy for pandas): it picks the
+    kernels, as the blocks' meta does for the other families."""
+    series = (src._meta if isinstance(src, dd.DataFrame) else src)[col].iloc[:0]
+    return series.to_numpy() if isinstance(series, pd.Series) else series.values
+
+
+def _split_rows(F, cuts):
+    """The rows of ``F`` by the block ranges ``cuts`` (views)."""
+    return BlockList(np.split(F, cuts[1:-1]))
+
+
 # ----------------------------------------------------------------------------------
 class ALS(BaseEstimator):
     """Matrix factorisation by alternating least squares, on row blocks of ratings.
@@ -271,6 +297,17 @@ class ALS(BaseEstimator):
         Factor dtype (the solves accumulate in float64).
     verbose : int, default=0
         Show a progress bar (tqdm) over iterations.
+    checkpoint : str, path or None, default=None
+        A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
+        where the fit saves its factors (one ``.npy`` file per user or item block) and
+        loss curve every ``checkpoint_interval`` iterations.  A fit whose checkpoint is
+        there resumes from it, bit-identical to an uninterrupted fit; a checkpoint of
+        another fit there (other parameters, other ratings or block layout) is a
+        ValueError naming what differs.  The ratings are identified by what the first
+        pass counts (their number and sum, the ids and each id's number of ratings),
+        so resuming costs no extra pass.
+    checkpoint_interval : int, default=1
+        Iterations between checkpoint saves (a save writes both factor matrices).
 
     Attributes
     ----------
@@ -281,11 +318,15 @@ class ALS(BaseEstimator):
         ``j``.  For a scipy.sparse matrix they are ``arange(n_rows)`` / ``arange(n_cols)``.
     n_iter_ : int
     loss_curve_ : list of float (with ``calculate_training_loss``)
+    resumed_from_iter_ : int
+        Iterations the fit resumed from a checkpoint; 0 for a fresh start.
 
     Notes
     -----
-    Backend: the ``dmlkit.backend`` setting ``'xp'`` runs the array-API kernel, on the
-    worker's GPU through CuPy when one is present; the default runs numba.
+    Backend: the ratings column's array type picks the kernels, as the blocks' type
+    does for the other families: NumPy (pandas ratings) runs numba.  The
+    ``dmlkit.backend`` setting ``'xp'`` runs the array-API kernels instead, on the
+    worker's GPU through CuPy when one is present.
     """
 
     _parameter_constraints: dict = {
@@ -303,13 +344,15 @@ class ALS(BaseEstimator):
         "random_state": ["random_state"],
         "dtype": ["float-dtype"],
         "verbose": ["verbose"],
+        **CHECKPOINT_CONSTRAINTS,
     }
 
     def __init__(self, factors=64, *, regularization=0.05, alpha=1.0, iterations=15,
                  implicit=False, cg_steps=3, nonnegative=False, cold_start="nan",
                  user_col="user_id", item_col="item_id", rating_col="rating",
                  duplicates="auto", calculate_training_loss=False, cache="auto",
-                 random_state=None, dtype="float32", verbose=0):
+                 random_state=None, dtype="float32", verbose=0, checkpoint=None,
+                 checkpoint_interval=1):
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
@@ -327,6 +370,8 @@ class ALS(BaseEstimator):
         self.random_state = random_state
         self.dtype = dtype
         self.verbose = verbose
+        self.checkpoint = checkpoint
+        self.checkpoint_interval = checkpoint_interval
 
     # ------------------------------------------------------------------ validation
     def _check_params(self):
@@ -369,7 +414,14 @@ class ALS(BaseEstimator):
         return ratings, rating_col, universe
 
     def _scan(self, src, rating_col, universe):
-        """One pass: id counts (sorted ids) and value checks (in pandas when in memory)."""
+        """One pass: id counts (sorted ids) and value checks (in pandas when in memory).
+
+        Returns (user ids, item ids, their numbers of ratings, the ratings' sum or None
+        without a rating column): what identifies the ratings in a checkpoint's
+        fingerprint.  The sum is rounded to 12 significant digits, so that another
+        partitioning of the same ratings (another order of the additions) gives the
+        same fingerprint, as it gives the same factors.
+        """
         local = isinstance(src, pd.DataFrame)
         u, i = src[self.user_col], src[self.item_col]
         # split_out=1: a tree reduction to one partition (not a p2p shuffle)
@@ -380,7 +432,7 @@ class ALS(BaseEstimator):
             r = src[rating_col]
             bad = _n_not_finite(r) if local else r.map_partitions(
                 lambda s: pd.Series([_n_not_finite(s)]), meta=(rating_col, "int64")).sum()
-            todo += [bad, r.min()]
+            todo += [bad, r.min(), r.sum()]
         out = todo if local else compute(*todo)
         vc_u, vc_i, null_u, null_i, n = out[:5]
         if n == 0:
@@ -389,8 +441,9 @@ class ALS(BaseEstimator):
             if nulls:
                 raise ValueError(f"ratings[{col!r}] has {int(nulls)} missing value(s); every "
                                  f"rating needs a user and an item id")
+        total = None
         if rating_col is not None:
-            bad, low = out[5], out[6]
+            bad, low, total = out[5], out[6], float(f"{float(out[7]):.12g}")
             if bad:
                 raise ValueError(f"ratings[{rating_col!r}] has {int(bad)} NaN or infinite "
                                  f"value(s)")
@@ -400,13 +453,13 @@ class ALS(BaseEstimator):
         if universe is None:
             vc_u, vc_i = _sorted_ids(vc_u), _sorted_ids(vc_i)
             return (vc_u.index.to_numpy(), vc_i.index.to_numpy(),
-                    vc_u.to_numpy(dtype=np.int64), vc_i.to_numpy(dtype=np.int64))
+                    vc_u.to_numpy(dtype=np.int64), vc_i.to_numpy(dtype=np.int64), total)
         counts = []
         for ids, vc in zip(universe, (vc_u, vc_i), strict=True):
             c = np.zeros(len(ids), dtype=np.int64)
             c[pd.Index(ids).get_indexer(vc.index)] = vc.to_numpy()
             counts.append(c)
-        return universe[0], universe[1], counts[0], counts[1]
+        return universe[0], universe[1], counts[0], counts[1], total
 
     # ------------------------------------------------------------------ fit
     @placed
@@ -419,26 +472,31 @@ class ALS(BaseEstimator):
         self._check_params()
         t0 = time.perf_counter()
         src, rating_col, universe = self._as_frame(ratings, need_rating=not self.implicit)
+        backend = backend_of(_ratings_meta(src, rating_col or self.user_col))
+        # the checkpoint location is checked before the first pass; the driver waits
+        # for the scan, which decides where the fit runs
+        loop = FitLoop(self, "als", driver=False)
         scanned = self._scan(src, rating_col, universe)
         n_ratings = int(scanned[2].sum())
         local = solve_here(BYTES_PER_RATING * 2 * n_ratings)
-        if not local:
-            return self._fit_scanned(src, rating_col, scanned, t0, local=False)
-        # small: fetched once and solved here (see the local-fit-bytes setting)
-        logger.info("dmlkit-als: %d ratings, solved in this process (local-fit-bytes)",
-                    n_ratings)
-        if not isinstance(src, pd.DataFrame):
-            (src,) = compute(src[[c for c in (self.user_col, self.item_col, rating_col) if c]])
-        return self._fit_scanned(src, rating_col, scanned, t0, local=True)
+        if local:
+            # small: fetched once and solved here (see the local-fit-bytes setting)
+            logger.info("dmlkit-als: %d ratings, solved in this process (local-fit-bytes)",
+                        n_ratings)
+            if not isinstance(src, pd.DataFrame):
+                (src,) = compute(src[[c for c in (self.user_col, self.item_col, rating_col)
+                                      if c]])
+        loop.start_driver(cache=self.cache, local=local)
+        return self._fit_scanned(loop, src, rating_col, scanned, backend, t0)
 
-    def _fit_scanned(self, src, rating_col, scanned, t0, *, local):
+    def _fit_scanned(self, loop, src, rating_col, scanned, backend, t0):
         in_memory = isinstance(src, pd.DataFrame)
-        user_ids, item_ids, counts_u, counts_i = scanned
+        user_ids, item_ids, counts_u, counts_i, total = scanned
         n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
         dtype = np.dtype(self.dtype)
         duplicates = self._duplicates_policy()
 
-        driver = Driver("als", cache=self.cache, verbose=self.verbose, local=local)
+        driver = loop.driver
         user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
         if in_memory:  # encoded here; the pieces enter the graph as data
             codes = _encode_task(src, user_index, item_index, self.user_col, self.item_col,
@@ -458,7 +516,19 @@ class ALS(BaseEstimator):
         n_blocks = max(driver.total_threads(),
                        math.ceil(BYTES_PER_RATING * n_ratings
                                  / dask.utils.parse_bytes(get_config("block-size"))))
-        ucuts, icuts = balanced_cuts(counts_u, n_blocks), balanced_cuts(counts_i, n_blocks)
+        # the scan's counts name the ratings (no other pass)
+        loop.bind(fit_fingerprint(self, None, **{
+            "ratings": n_ratings, "ratings sum": total,
+            "ids and their rating counts": tokenize(user_ids, item_ids, counts_u, counts_i)}))
+        # the state of the fit: the factors as blocks of the cuts (a checkpoint writes
+        # them block by block), the cuts, and the loss curve so far.  A resumed fit keeps
+        # the saved cuts: the blocks follow the threads of the cluster that started the
+        # fit, the factors' last bits follow the blocks, and the new cluster may differ.
+        state, it, done = loop.restore() or (None, 0, False)
+        if state is None:
+            ucuts, icuts = balanced_cuts(counts_u, n_blocks), balanced_cuts(counts_i, n_blocks)
+        else:
+            ucuts, icuts = np.asarray(state["user_cuts"]), np.asarray(state["item_cuts"])
         user_blocks, item_blocks = shuffle_to_blocks(parts, ucuts, icuts,
                                                      duplicates=duplicates,
                                                      name=driver.key("shuffle"))
@@ -466,55 +536,76 @@ class ALS(BaseEstimator):
         if cache == "auto":
             cache = in_memory or driver.fits_in_memory(2 * BYTES_PER_RATING * n_ratings)
         if cache:
-            done = driver.persist(user_blocks + item_blocks)
-            user_blocks, item_blocks = done[:len(ucuts) - 1], done[len(ucuts) - 1:]
+            kept = driver.persist(user_blocks + item_blocks)
+            user_blocks, item_blocks = kept[:len(ucuts) - 1], kept[len(ucuts) - 1:]
         logger.info("dmlkit-als: %d ratings, %d users x %d items in %d + %d blocks (%s)",
                     n_ratings, n_users, n_items, len(ucuts) - 1, len(icuts) - 1,
                     "persisted" if cache else "rebuilt from the source every pass")
 
-        X, Y = self._init_factors(n_users, n_items, k, dtype)
-        backend = "xp" if get_config("backend") == "xp" else "numba"
         params = dict(reg=float(self.regularization), implicit=bool(self.implicit),
                       alpha=float(self.alpha), cg_steps=int(self.cg_steps),
                       nonnegative=bool(self.nonnegative))
-        losses = []
-        seen = None
-        bar = driver.progress(self.iterations, "ALS")
-        for it in range(self.iterations):
-            users = self._submit_half(driver, user_blocks, ucuts, Y, X, params, backend,
-                                      with_loss=False, with_seen=it == 0, step="users")
-            # the items' half reads the users' new factors where they were solved (one
-            # key built from this half's results, lineage of one half-iteration) while
-            # they also come back to the driver, which needs them for the next iteration
-            X_new = self._rows_of(driver, users, "users")
-            items = self._submit_half(driver, item_blocks, icuts, X_new, Y, params, backend,
-                                      with_loss=self.calculate_training_loss,
-                                      with_seen=False, step="items")
-            X, _, got = self._collect_half(driver, users, X, with_loss=False,
-                                           with_seen=it == 0)
-            if got is not None:
-                seen = got
-            Y, loss, _ = self._collect_half(driver, items, Y,
-                                            with_loss=self.calculate_training_loss,
-                                            with_seen=False)
-            del users, items, X_new
-            if self.calculate_training_loss:
-                loss = self._finish_loss(loss, X, Y, seen[0])
-                losses.append(loss)
-                bar.set_postfix(loss=f"{loss:.5g}")
-            bar.update(1)
-        bar.close()
+        if state is None:
+            X, Y = self._init_factors(n_users, n_items, k, dtype)
+            state = {"user_factors": _split_rows(X, ucuts),
+                     "item_factors": _split_rows(Y, icuts), "losses": [],
+                     "user_cuts": ucuts, "item_cuts": icuts}
+        seen = {}
+        step = functools.partial(self._iteration, driver, (user_blocks, item_blocks),
+                                 params, backend, seen)
+        state, _, _ = loop.iterate(step, state, max_iter=self.iterations, start=it,
+                                   done=done, desc="ALS")
+        if "csr" not in seen:  # a finished fit's checkpoint: no iteration ran
+            seen["csr"] = self._seen_pass(driver, user_blocks)
+        loop.finish(state)
 
-        self.user_factors_, self.item_factors_ = X, Y
+        self.user_factors_ = np.concatenate(state["user_factors"])
+        self.item_factors_ = np.concatenate(state["item_factors"])
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         self._user_index, self._item_index = user_index, item_index
-        self._seen_indptr, self._seen_indices = seen
+        self._seen_indptr, self._seen_indices = seen["csr"]
         self.n_iter_ = int(self.iterations)
         if self.calculate_training_loss:
-            self.loss_curve_ = losses
+            self.loss_curve_ = list(state["losses"])
         self._fit_seconds = time.perf_counter() - t0
         logger.info("dmlkit-als: %d iterations in %.2fs", self.n_iter_, self._fit_seconds)
         return self
+
+    def _iteration(self, driver, blocks, params, backend, seen, state, it):
+        """One iteration (the loop's step): every user against the item factors, then
+        every item against the users' new factors.
+
+        The user -> items CSR ``recommend`` filters with comes from the users' blocks,
+        so the first iteration of a run puts it in ``seen`` (a dict) in passing; it is
+        not in the state, which a checkpoint keeps small.
+        """
+        user_blocks, item_blocks = blocks
+        X, Y = state["user_factors"], state["item_factors"]
+        with_seen = "csr" not in seen
+        users = self._submit_half(driver, user_blocks, np.concatenate(Y), X, params, backend,
+                                  with_loss=False, with_seen=with_seen, step="users")
+        # the items' half reads the users' new factors where they were solved (one
+        # key built from this half's results, lineage of one half-iteration) while
+        # they also come back to the driver, which needs them for the next iteration
+        X_new = self._rows_of(driver, users, "users")
+        items = self._submit_half(driver, item_blocks, X_new, Y, params, backend,
+                                  with_loss=self.calculate_training_loss, with_seen=False,
+                                  step="items")
+        X, _, got = self._collect_half(driver, users, X[0].dtype, with_loss=False,
+                                       with_seen=with_seen)
+        if with_seen:
+            seen["csr"] = got
+        Y, loss, _ = self._collect_half(driver, items, Y[0].dtype,
+                                        with_loss=self.calculate_training_loss,
+                                        with_seen=False)
+        del users, items, X_new
+        losses, metrics = state["losses"], {}
+        if self.calculate_training_loss:
+            loss = self._finish_loss(loss, np.concatenate(X), np.concatenate(Y),
+                                     seen["csr"][0])
+            losses, metrics = losses + [loss], {"loss": loss}
+        return (dict(state, user_factors=X, item_factors=Y, losses=losses),
+                Step(metrics=metrics))
 
     def _init_factors(self, n_users, n_items, k, dtype):
         # one stream per side: the items' start does not depend on the number of users
@@ -532,26 +623,28 @@ class ALS(BaseEstimator):
             out.append(F.astype(dtype))
         return out
 
-    def _submit_half(self, driver, blocks, cuts, other, own, params, backend, *, with_loss,
+    def _submit_half(self, driver, blocks, other, own, params, backend, *, with_loss,
                      with_seen, step):
         """Start solving every row of one side against ``other`` (the driver's array, or
-        a key on the cluster); returns the handles of the block results."""
+        a key on the cluster), ``own`` (this side's factors by block) the warm start;
+        returns the handles of the block results."""
         warm = params["implicit"] or params["nonnegative"]
         if isinstance(other, np.ndarray):
             YtY = None
             if params["implicit"]:
-                YtY = get_kernels("recommendation", "numba").gram(
+                YtY = get_kernels("recommendation", backend).gram(
                     other, n_threads=driver.total_threads())
             other_key = driver.shared(other, step + "-other")
         else:  # same kernel where the factors are: the same bits
             other_key = other
             YtY = dask.delayed(_gram_task, pure=False)(
-                other, dask_key_name=driver.key(step + "-gram")) if params["implicit"] else None
+                other, backend, dask_key_name=driver.key(step + "-gram")
+            ) if params["implicit"] else None
         solve = dask.delayed(_solve_task, pure=False)
         key = driver.key(step)
         tasks = []
         for b, block in enumerate(blocks):
-            start = driver.shared(own[cuts[b]:cuts[b + 1]], f"{step}-start") if warm else None
+            start = driver.shared(own[b], f"{step}-start") if warm else None
             tasks.append(solve(block, other_key, start, YtY, params, backend, with_loss,
                                with_seen, n_threads=driver.threads_per_task,
                                dask_key_name=f"{key}-{b}"))
@@ -567,22 +660,24 @@ class ALS(BaseEstimator):
             *handles, dask_key_name=driver.key(step + "-rows"))
 
     @staticmethod
-    def _collect_half(driver, handles, own, *, with_loss, with_seen):
-        """(factors, loss, seen) of a submitted half, on the driver."""
+    def _collect_half(driver, handles, dtype, *, with_loss, with_seen):
+        """(factors by block, loss, seen) of a submitted half, on the driver."""
         results = driver.gather(handles)
-        X = np.ascontiguousarray(_concat_rows(*results), dtype=own.dtype)
+        X = BlockList(np.ascontiguousarray(r[0], dtype=dtype) for r in results)
         loss = None
         if with_loss:
             loss = 0.0
             for r in results:  # block order: the same bits every time
                 loss += r[1]
-        seen = None
-        if with_seen:
-            counts = np.concatenate([r[2][0] for r in results])
-            indptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-            np.cumsum(counts, out=indptr[1:])
-            seen = (indptr, np.concatenate([r[2][1] for r in results]))
-        return X, loss, seen
+        return X, loss, _join_seen([r[2] for r in results]) if with_seen else None
+
+    @staticmethod
+    def _seen_pass(driver, user_blocks):
+        """The user -> items CSR alone, from the user blocks (one light pass)."""
+        task = dask.delayed(_seen_task, pure=False)
+        key = driver.key("seen")
+        return _join_seen(driver.gather(driver.submit(
+            *[task(block, dask_key_name=f"{key}-{b}") for b, block in enumerate(user_blocks)])))
 
     def _finish_loss(self, item_side, X, Y, user_indptr):
         n_pairs = int(user_indptr[-1])  # (user, item) pairs after merging duplicates
