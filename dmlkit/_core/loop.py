@@ -229,8 +229,9 @@ class FitLoop:
                 if info.metrics:
                     if self.verbose:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in info.metrics.items()})
-                    logger.debug("dmlkit-%s iteration %d %s", self.family, it, " ".join(
-                        f"{k} {v:.6g}" for k, v in info.metrics.items()))
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("dmlkit-%s iteration %d %s", self.family, it, " ".join(
+                            f"{k} {v:.6g}" for k, v in info.metrics.items()))
                 last = converged or it >= max_iter
                 if self.store is not None and (last or self.steps % self.interval == 0):
                     self.save(state, it, done=last)

@@ -320,12 +320,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         t0 = time.perf_counter()
         loop = FitLoop(self, "kmeans", blocks, cache=self.cache)
         driver = loop.driver
-        seeds = rs.randint(np.iinfo(np.int32).max, size=n_init)
-        # the state of the fit: the run in progress, its centres, the best finished run
+        # the state of the fit: the run in progress, its centres, the best finished run,
+        # and the runs' seeds (random_state=None resumes with the seeds it started with)
         state, it, done = loop.restore() or (
             {"run": 0, "tol": self._tolerance(driver), "centers": None, "counts": None,
-             "best": None}, 0, False)
-        tol, labels = state["tol"], None
+             "best": None, "seeds": rs.randint(np.iinfo(np.int32).max, size=n_init)},
+            0, False)
+        tol, seeds, labels = state["tol"], state["seeds"], None
         step = functools.partial(self._lloyd_step, loop, tol, backend)
         while state["run"] < n_init:
             run = state["run"]
@@ -353,8 +354,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 best = {"centers": state["centers"], "n_iter": n_iter, "inertia": inertia,
                         "counts": state["counts"]}
                 labels = run_labels
-            state = {"run": run + 1, "tol": tol, "centers": None, "counts": None,
-                     "best": best}
+            state = dict(state, run=run + 1, centers=None, counts=None, best=best)
             it, done = 0, False
         best = state["best"]
         loop.finish(state)
