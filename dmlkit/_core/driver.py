@@ -161,8 +161,12 @@ class Driver:
             return value
         return dask.delayed(value, name=self.key(step), pure=False)
 
-    def map_blocks(self, fn, *shared, step, per_block=None, blocks=None):
-        """``fn(x_block, w_block, offset, *per_block_i, *shared, n_threads=...)`` per block.
+    def map_blocks(self, fn, *shared, step, per_block=None, blocks=None, with_y=False,
+                   with_index=False):
+        """``fn(x_block, w_block, offset, [y_block], [block index], *per_block_i, *shared,
+        n_threads=...)`` per block: every task gets its block's rows, weights (or None)
+        and the global index of its first row; ``with_y`` adds the block's targets and
+        ``with_index`` its index (per-block random streams are keyed by it).
 
         ``blocks`` restricts the pass to those block indices.
         """
@@ -171,17 +175,24 @@ class Driver:
         out = []
         idx = range(len(self.x_parts)) if blocks is None else blocks
         for i in idx:
-            extra = per_block[i] if per_block is not None else ()
+            extra = self._block_args(i, with_y, with_index)
+            if per_block is not None:
+                extra += tuple(per_block[i])
             out.append(func(self.x_parts[i], self.w_parts[i], int(self.offsets[i]), *extra,
                             *shared, n_threads=self.threads_per_task,
                             dask_key_name=f"{key}-{i}"))
         return out
 
+    def _block_args(self, i, with_y, with_index):
+        return (((self.y_parts[i],) if with_y else ()) + ((i,) if with_index else ()))
+
     def reduce(self, parts, combine, step, split_every=8):
         return tree_reduce(parts, combine, split_every=split_every, name=self.key(step + "-reduce"))
 
-    def map_reduce(self, fn, combine, *shared, step, per_block=None, local_reduce=True):
-        """Map ``fn`` over all blocks, reduce in the fixed tree, compute; returns the value.
+    def map_reduce(self, fn, combine, *shared, step, per_block=None, local_reduce=True,
+                   with_y=False, with_index=False):
+        """Map ``fn`` over all blocks (as :meth:`map_blocks`), reduce in the fixed tree,
+        compute; returns the value.
 
         With ``local_reduce`` (for small partial results) the block results come back to
         the client and the same fixed tree is applied there: the same bits as the tree on
@@ -189,11 +200,14 @@ class Driver:
         """
         if self._direct is not None:
             # the one block's result is the tree's result (no combine), as below
-            extra = per_block[0] if per_block is not None else ()
+            extra = self._block_args(0, with_y, with_index)
+            if per_block is not None:
+                extra += tuple(per_block[0])
             return fn(self._direct["x"], self._direct["w"], int(self.offsets[0]),
                       *[self._value(a) for a in extra], *[self._value(a) for a in shared],
                       n_threads=self.threads_per_task)
-        parts = self.map_blocks(fn, *shared, step=step, per_block=per_block)
+        parts = self.map_blocks(fn, *shared, step=step, per_block=per_block, with_y=with_y,
+                                with_index=with_index)
         if local_reduce:
             return tree_reduce_local(self.compute(*parts), combine)
         return self.compute(self.reduce(parts, combine, step))[0]
@@ -282,16 +296,15 @@ class BlockState:
         results (Delayed).  ``record=False``: the updated state is not kept (a last
         pass)."""
         d = self.driver
-        n = len(self.states)
         if not self.keep:
             log = self.log + [update] if update is not None else self.log
             if record:
                 self.log = log
             return d.map_blocks(_replay_then_read, self.update, d.shared(list(log), step + "-log"),
-                                read, *args, step=step, per_block=[(i,) for i in range(n)])
+                                read, *args, step=step, with_index=True)
         shared = None if update is None else d.shared(update, step + "-update")
         outs = d.map_blocks(_update_then_read, self.update, shared, read, *args, step=step,
-                            per_block=list(enumerate(self.states)))
+                            with_index=True, per_block=[(s,) for s in self.states])
         if update is not None and record:
             outs = d.persist(outs)
             self.states = [dask.delayed(_first)(o) for o in outs]

@@ -406,8 +406,7 @@ class _BaseSGD(BaseEstimator):
                "batch_size": int(self.batch_size or XP_BATCH_SIZE) if backend == "xp" else 1}
         return {"params": params, "run": run, "early": early, "tol_rule": tol_rule,
                 "tol": -np.inf if self.tol is None else float(self.tol), "classes": classes,
-                "pos_w": pos_w, "neg_w": neg_w,
-                "per_block": [(y, i) for i, y in enumerate(driver.y_parts)]}
+                "pos_w": pos_w, "neg_w": neg_w}
 
     def _run_epochs(self, loop, setup, state):
         """``fit``'s epochs through the core's fit loop (which resumes a checkpoint, stops
@@ -446,7 +445,7 @@ class _BaseSGD(BaseEstimator):
         shared = (setup["classes"], driver.shared(task_state, "model"), setup["pos_w"],
                   setup["neg_w"], params, state["seed"], state["epoch"], run)
         r = driver.map_reduce(_epoch_task, _combine_epochs, *shared, step="epoch",
-                              per_block=setup["per_block"])
+                              with_y=True, with_index=True)
         self._check_finite_pass(driver, r, it + 1)
         keep = active.copy()  # the models whose pass is kept
         metrics = {}
