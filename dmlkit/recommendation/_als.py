@@ -798,11 +798,13 @@ class ALS(BaseEstimator):
                                              (row, i.astype(np.int64), r))
         m = sp.csr_matrix((len(ids), len(self.item_ids_)))
         m.indptr, m.indices, m.data = indptr, indices, data
-        K = get_kernels("recommendation", "numba")
-        V = K.als_solve_rows_block(m.indptr, m.indices, m.data, self.item_factors_,
-                                   reg=float(self.regularization), implicit=self.implicit,
-                                   alpha=float(self.alpha), nonnegative=self.nonnegative,
-                                   solver="cholesky")
+        # the rows are in this process, in NumPy: the dispatch rule picks the kernel
+        backend = backend_of(_ratings_meta(df, rating_col or self.user_col))
+        K = get_kernels("recommendation", backend)
+        V = to_numpy(K.als_solve_rows_block(
+            m.indptr, m.indices, m.data, to_device(self.item_factors_, backend),
+            reg=float(self.regularization), implicit=self.implicit, alpha=float(self.alpha),
+            nonnegative=self.nonnegative, solver="cholesky"))
         return np.asarray(ids), V, (indptr, indices.astype(np.int32))
 
     @placed
