@@ -315,6 +315,14 @@ def check_cluster(client):
         got = answers.get(addr)
         if got is None:
             continue  # left the cluster meanwhile
+        if isinstance(got, OSError):
+            # unreachable (distributed's CommClosedError is an OSError): a worker that
+            # just died and that the scheduler has not removed yet.  Not verified: if it
+            # comes back, it is checked then.
+            logger.info("dmlkit: worker %s did not answer the version check (%s: %s); "
+                        "skipped", addr, type(got).__name__, got)
+            answers.pop(addr)
+            continue
         if isinstance(got, BaseException):
             problems.append(f"  {addr}: cannot import dmlkit ({type(got).__name__}: {got})")
             continue
