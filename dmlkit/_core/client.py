@@ -88,9 +88,12 @@ def get_client_or_none(check: bool = True):
 def solve_here(nbytes) -> bool:
     """Whether a fit whose blocked data takes ``nbytes`` runs in this process although a
     cluster is active (``dmlkit.local-fit-bytes``): its scheduling would cost more than
-    its work.  The model is the same bits either way."""
+    its work.  The model is the same bits either way.  ``nbytes`` may be a callable,
+    called only when there is a cluster (a lazy sparse size costs a block)."""
     if get_client_or_none(check=False) is None:
         return False  # already local
+    if callable(nbytes):
+        nbytes = nbytes()
     return nbytes <= dask.utils.parse_bytes(get_config("local-fit-bytes"))
 
 

@@ -65,7 +65,7 @@ class Driver:
         check_cache_param(cache)
         self.family = family
         if local is None:
-            local = blocks is not None and solve_here(_blocks_nbytes(blocks))
+            local = blocks is not None and solve_here(lambda: _blocks_nbytes(blocks))
             if local:
                 logger.info("dmlkit-%s: %d rows, solved in this process (local-fit-bytes)",
                             family, blocks.n_samples)
