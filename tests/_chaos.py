@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 
 from tests import _families
-from tests._cluster_procs import FitThread, ProcCluster, _alive, _kill_group
+from tests._cluster_procs import FitThread, _alive, _kill_group, running_cluster
 
 N_WORKERS = 3
 
@@ -25,17 +24,10 @@ def run_trials(family, trials, tmpdir, *, seed=0, log=print):
     SIGKILLs a random worker; in about half the trials a new worker joins at once (mid
     fit), in the others after the fit, so every trial starts with ``N_WORKERS``.
     """
-    import distributed
-
     rng = np.random.default_rng(seed)
     reference = _families.fit(family)  # no cluster: local threads
-    cluster = ProcCluster(Path(tmpdir), n_workers=N_WORKERS, memory_limit="2GiB")
-    client = None
     out = {"family": family, "trials": 0, "kills": 0, "joined_mid_fit": 0, "identical": 0}
-    try:
-        cluster.start()
-        client = distributed.Client(cluster.address, timeout=60, set_as_default=False)
-        client.wait_for_workers(N_WORKERS, timeout=120)
+    with running_cluster(tmpdir, n_workers=N_WORKERS) as (cluster, client):
         _families.assert_same_model(_families.fit(family, client), reference)
         t0 = time.perf_counter()  # a warm fit (the first one compiles on the workers)
         _families.assert_same_model(_families.fit(family, client), reference)
@@ -72,11 +64,4 @@ def run_trials(family, trials, tmpdir, *, seed=0, log=print):
             while len([p for p in cluster.workers if _alive(p)]) < N_WORKERS:
                 cluster.add_worker()
             client.wait_for_workers(N_WORKERS, timeout=120)
-    finally:
-        if client is not None:
-            try:
-                client.close(timeout=10)
-            except Exception:  # noqa: BLE001 - the cluster is killed next anyway
-                pass
-        cluster.close()
     return out

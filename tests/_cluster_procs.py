@@ -13,6 +13,7 @@ scheduler or the workers, so those processes need not import ``tests``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -164,6 +165,31 @@ class ProcCluster:
         for log in self._logs:
             log.close()
         self._logs.clear()
+
+
+@contextlib.contextmanager
+def running_cluster(path, n_workers=3, memory_limit="2GiB"):
+    """A fresh :class:`ProcCluster` in ``path`` and a Client on it (not the default
+    client: tests make it current around the fits that should run on it); always torn
+    down, even when a test killed its scheduler, and nothing may be left running."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    cluster = ProcCluster(path, n_workers=n_workers, memory_limit=memory_limit)
+    client = None
+    try:
+        cluster.start()
+        import distributed
+
+        client = distributed.Client(cluster.address, timeout=60, set_as_default=False)
+        client.wait_for_workers(n_workers, timeout=120)
+        yield cluster, client
+    finally:
+        if client is not None:
+            try:
+                client.close(timeout=10)
+            except Exception:  # noqa: BLE001 - the cluster is killed next anyway
+                pass
+        cluster.close()
+        assert cluster.alive_pids() == [], "cluster processes left behind"
 
 
 # -- data -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import dask
 import numpy as np
 import pytest
 
-from tests._cluster_procs import FitThread, ProcCluster, blobs, parse_key, wait_for_passes
+from tests._cluster_procs import FitThread, blobs, parse_key, running_cluster, wait_for_passes
 
 distributed = pytest.importorskip("distributed")
 
@@ -39,21 +39,8 @@ def proc_cluster(tmp_path):
     The client is not made the global default: tests make it current (``as_current``)
     around the fits that should run on it, so a fit outside that block runs locally.
     """
-    cluster = ProcCluster(tmp_path, n_workers=N_WORKERS, memory_limit="2GiB")
-    client = None
-    try:
-        cluster.start()
-        client = distributed.Client(cluster.address, timeout=60, set_as_default=False)
-        client.wait_for_workers(N_WORKERS, timeout=120)
+    with running_cluster(tmp_path, n_workers=N_WORKERS) as (cluster, client):
         yield cluster, client
-    finally:
-        if client is not None:
-            try:
-                client.close(timeout=10)
-            except Exception:  # noqa: BLE001 - the cluster is killed next anyway
-                pass
-        cluster.close()
-        assert cluster.alive_pids() == [], "cluster processes left behind"
 
 
 def _data():

@@ -21,7 +21,7 @@ import pytest
 
 from dmlkit.exceptions import ClusterError
 from tests import _families
-from tests._cluster_procs import REPO, ProcCluster, _kill_group, proc_env
+from tests._cluster_procs import REPO, _kill_group, proc_env, running_cluster
 
 distributed = pytest.importorskip("distributed")
 
@@ -33,28 +33,6 @@ KILL_AT = 2  # iterations in the checkpoint when the process is killed
 @functools.cache
 def _reference(family):
     return _families.fit(family)
-
-
-def _start(path, n_workers=2):
-    path.mkdir()
-    cluster = ProcCluster(path, n_workers=n_workers, memory_limit="2GiB")
-    try:
-        cluster.start()
-        client = distributed.Client(cluster.address, timeout=60, set_as_default=False)
-        client.wait_for_workers(n_workers, timeout=120)
-    except BaseException:
-        cluster.close()
-        raise
-    return cluster, client
-
-
-def _stop(cluster, client):
-    try:
-        client.close(timeout=10)
-    except Exception:  # noqa: BLE001 - its scheduler may be dead: killed next anyway
-        pass
-    cluster.close()
-    assert cluster.alive_pids() == []
 
 
 def _when_saved(path, action, until=lambda: True, timeout=240):
@@ -85,49 +63,42 @@ def _resume_and_check(family, client, path, saved):
 @pytest.mark.parametrize("family", _families.FAMILIES)
 def test_scheduler_killed_mid_fit_then_resumed(tmp_path, family):
     path = str(tmp_path / "checkpoint")
-    cluster, client = _start(tmp_path / "first")
-    try:
+    with running_cluster(tmp_path / "first", n_workers=2) as (cluster, client):
         watcher, killed = _when_saved(path, lambda: _kill_group(cluster.scheduler))
         with pytest.raises(ClusterError, match="Lost the connection to the scheduler") as err:
             _families.fit(family, client, checkpoint=path)
         watcher.join()
         assert killed.is_set(), "the fit failed before the scheduler was killed"
-    finally:
-        _stop(cluster, client)
     saved = _families.checkpoint_step(path)
     assert KILL_AT <= saved < _families.max_iter(family)
     # the error says where the fit can resume from
     assert f"holds iteration {saved}: fit again with the same checkpoint" in str(err.value)
-    cluster, client = _start(tmp_path / "second")
-    try:
+    with running_cluster(tmp_path / "second", n_workers=2) as (cluster, client):
         _resume_and_check(family, client, path, saved)
-    finally:
-        _stop(cluster, client)
 
 
 @pytest.mark.parametrize("family", _families.FAMILIES)
 def test_client_process_killed_mid_fit_then_resumed(tmp_path, family):
     path = str(tmp_path / "checkpoint")
-    cluster, client = _start(tmp_path / "cluster")
     child = None
-    try:
-        env = proc_env()
-        env["DASK_DMLKIT__LOCAL_FIT_BYTES"] = "0"  # on the cluster, however small
-        log = open(tmp_path / "child.log", "wb")
-        child = subprocess.Popen([sys.executable, "-m", "tests._families", family,
-                                  cluster.address, path], cwd=REPO, env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-        watcher, killed = _when_saved(path, lambda: _kill_group(child),
-                                      until=lambda: child.poll() is None)
-        watcher.join()
-        log.close()
-        assert killed.is_set(), ("the child fit ended before it was killed:\n"
-                                 + (tmp_path / "child.log").read_text()[-3000:])
-        assert child.returncode == -signal.SIGKILL
-        saved = _families.checkpoint_step(path)
-        assert KILL_AT <= saved < _families.max_iter(family)
-        _resume_and_check(family, client, path, saved)
-    finally:
-        if child is not None and child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-        _stop(cluster, client)
+    with running_cluster(tmp_path / "cluster", n_workers=2) as (cluster, client):
+        try:
+            env = proc_env()
+            env["DASK_DMLKIT__LOCAL_FIT_BYTES"] = "0"  # on the cluster, however small
+            log = open(tmp_path / "child.log", "wb")
+            child = subprocess.Popen([sys.executable, "-m", "tests._families", family,
+                                      cluster.address, path], cwd=REPO, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            watcher, killed = _when_saved(path, lambda: _kill_group(child),
+                                          until=lambda: child.poll() is None)
+            watcher.join()
+            log.close()
+            assert killed.is_set(), ("the child fit ended before it was killed:\n"
+                                     + (tmp_path / "child.log").read_text()[-3000:])
+            assert child.returncode == -signal.SIGKILL
+            saved = _families.checkpoint_step(path)
+            assert KILL_AT <= saved < _families.max_iter(family)
+            _resume_and_check(family, client, path, saved)
+        finally:
+            if child is not None and child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)

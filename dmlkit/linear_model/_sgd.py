@@ -633,28 +633,8 @@ def _dense(coef):
     return coef.toarray() if sp.issparse(coef) else np.asarray(coef)
 
 
-class SGDClassifier(ClassifierMixin, _BaseSGD):
-    """Linear classifiers with SGD training, out of core on Dask (as scikit-learn's).
-
-    The model is scikit-learn's, trained by iterative parameter mixing: every epoch,
-    each row block runs one local SGD pass from the current model and the driver
-    averages the block models weighted by their rows.  With one block (and
-    ``shuffle=False``) it is scikit-learn's SGD, update for update.
-
-    Dense input (NumPy, pandas, dask arrays and dataframes) and sparse input (a
-    scipy.sparse matrix, or a dask array of scipy.sparse blocks, e.g. text hashed with
-    ``HashingVectorizer``) are both taken; sparse blocks train in time proportional to
-    their non-zeros.  NumPy and scipy.sparse blocks run numba kernels (per-sample SGD);
-    CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
-    step (default 256).
-
-    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class),
-    split as scikit-learn splits (one block: the same rows); its score is computed in
-    the next epoch's pass, so it costs no extra pass over the data.  ``n_jobs`` is
-    taken for scikit-learn's API and not used: the parallelism comes from dask (one
-    task per block, and threads over the one-vs-rest models when there are fewer blocks
-    than threads).
-
+# the docstring part both estimators share (appended to each class docstring)
+_DMLKIT_PARAMETERS_DOC = """
     Parameters beyond scikit-learn's:
 
     batch_size : int or None, default=None
@@ -680,6 +660,30 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     resumed_from_iter_ : int
         Epochs the last ``fit`` resumed from a checkpoint; 0 for a fresh start.
+"""
+
+
+class SGDClassifier(ClassifierMixin, _BaseSGD):
+    """Linear classifiers with SGD training, out of core on Dask (as scikit-learn's).
+
+    The model is scikit-learn's, trained by iterative parameter mixing: every epoch,
+    each row block runs one local SGD pass from the current model and the driver
+    averages the block models weighted by their rows.  With one block (and
+    ``shuffle=False``) it is scikit-learn's SGD, update for update.
+
+    Dense input (NumPy, pandas, dask arrays and dataframes) and sparse input (a
+    scipy.sparse matrix, or a dask array of scipy.sparse blocks, e.g. text hashed with
+    ``HashingVectorizer``) are both taken; sparse blocks train in time proportional to
+    their non-zeros.  NumPy and scipy.sparse blocks run numba kernels (per-sample SGD);
+    CuPy and other array-API blocks run a mini-batch kernel of ``batch_size`` rows per
+    step (default 256).
+
+    ``early_stopping`` holds out ``validation_fraction`` of every block (of each class),
+    split as scikit-learn splits (one block: the same rows); its score is computed in
+    the next epoch's pass, so it costs no extra pass over the data.  ``n_jobs`` is
+    taken for scikit-learn's API and not used: the parallelism comes from dask (one
+    task per block, and threads over the one-vs-rest models when there are fewer blocks
+    than threads).
     """
 
     _losses = CLASSIFIER_LOSSES
@@ -867,32 +871,6 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     ``early_stopping`` holds out ``validation_fraction`` of every block, split as
     scikit-learn splits (one block: the same rows); its score is computed in the next
     epoch's pass, so it costs no extra pass over the data.
-
-    Parameters beyond scikit-learn's:
-
-    batch_size : int or None, default=None
-        Rows per step of the array-API kernel (None: 256); the numba kernels step on
-        every row, as scikit-learn.
-    cache : {'auto', True, False}, default='auto'
-        Persist the input blocks on the cluster (keeping lineage) or stream them from
-        their source every epoch.  ``'auto'`` persists when the data takes under
-        ``dmlkit.cache-fraction`` of the cluster's memory.
-    checkpoint : str, path or None, default=None
-        A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
-        where ``fit`` saves its state every ``checkpoint_interval`` epochs.  A fit
-        whose checkpoint is there resumes from it, bit-identical to an uninterrupted
-        fit; a checkpoint of another fit there (other parameters, data, classes, or
-        starting model: ``coef_init``, ``intercept_init``, a warm start) is a
-        ValueError (see the README's "Checkpoints and resume").  ``partial_fit`` does
-        not checkpoint.
-    checkpoint_interval : int, default=1
-        Epochs between checkpoint saves.  A save writes the model (with its average
-        and L1 state): a model of many features and classes may want a longer one.
-
-    Attributes beyond scikit-learn's:
-
-    resumed_from_iter_ : int
-        Epochs the last ``fit`` resumed from a checkpoint; 0 for a fresh start.
     """
 
     _losses = REGRESSION_LOSSES
@@ -967,3 +945,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         d = self._decision(X)
         return d[:, 0]
 
+
+for _estimator in (SGDClassifier, SGDRegressor):
+    _estimator.__doc__ += _DMLKIT_PARAMETERS_DOC
+del _estimator
