@@ -35,6 +35,7 @@ from dask.base import tokenize
 
 from dmlkit._core.blocks import RowBlocks
 from dmlkit._core.checkpoint import BlockList, CheckpointStore
+from dmlkit._core.dispatch import to_numpy
 from dmlkit._core.driver import Driver
 from dmlkit._core.params import Interval
 
@@ -65,14 +66,17 @@ class Step:
     metrics: dict = dataclasses.field(default_factory=dict)
 
 
-def fit_fingerprint(estimator, blocks: RowBlocks | None = None, **extra) -> dict:
+def fit_fingerprint(estimator, blocks: RowBlocks | None = None, *, compute=None,
+                    **extra) -> dict:
     """What makes two fits the same fit: a flat dict, compared item by item.
 
     The estimator's class and parameters (but not verbosity or the checkpoint
     settings); for row blocks, the data's shape, dtype, block layout and a content
-    fingerprint that costs no pass over the data: the name dask gave a lazy collection
-    (a deterministic token of its source and operations) or, for in-memory data, a
-    hash of a sample of rows of every block.  ``extra`` adds family items (ALS: its id
+    fingerprint that costs no pass over the data: a hash of up to SAMPLE_ROWS evenly
+    spaced rows of every block of in-memory data, and of the first and last blocks of
+    lazy data (only the sampled rows travel; ``compute`` computes them where the fit
+    runs).  A dask collection's name cannot serve: ``read_parquet`` names the same
+    files differently in every process.  ``extra`` adds family items (ALS: its id
     counts; SGD: the starting model of a warm start).
     """
     cls = type(estimator)
@@ -88,11 +92,7 @@ def fit_fingerprint(estimator, blocks: RowBlocks | None = None, **extra) -> dict
         rows = [int(c) for c in X.chunks[0]]
         fp["block layout"] = (f"{len(rows)} blocks of rows {rows}" if len(rows) <= 16 else
                               f"{len(rows)} blocks, layout {tokenize(rows)}")
-        for what, arr in (("data", X), ("y", blocks.y), ("sample_weight",
-                                                         blocks.sample_weight)):
-            if arr is not None:
-                fp[f"{what} content"] = (f"dask collection {arr.name}" if blocks.lazy
-                                         else _sampled_hash(arr))
+        fp.update(_content_hashes(blocks, compute))
     for key, value in extra.items():
         fp[key] = _param_token(value)
     return fp
@@ -107,19 +107,44 @@ def _param_token(value):
     return f"{type(value).__name__} {tokenize(value)}"
 
 
-def _sampled_hash(X) -> str:
-    """Hash of up to SAMPLE_ROWS evenly spaced rows of every in-memory block (their
-    values, and for sparse blocks their structure)."""
-    h = hashlib.blake2b(digest_size=16)
-    for block in dask.compute(*X.to_delayed().ravel(), scheduler="sync"):
-        n = block.shape[0]
-        idx = np.unique(np.linspace(0, max(0, n - 1), min(n, SAMPLE_ROWS)).astype(np.int64))
-        rows = block[idx]
-        if hasattr(rows, "toarray"):
-            rows = rows.toarray()
-        h.update(np.ascontiguousarray(rows).tobytes())
-        h.update(str(n).encode())
-    return h.hexdigest()
+def _sample_rows(block):
+    """Up to SAMPLE_ROWS evenly spaced rows of a block (dense, on the host) and its
+    number of rows."""
+    n = block.shape[0]
+    idx = np.unique(np.linspace(0, max(0, n - 1), min(n, SAMPLE_ROWS)).astype(np.int64))
+    rows = block[idx]
+    if hasattr(rows, "toarray"):
+        rows = rows.toarray()
+    return np.ascontiguousarray(to_numpy(rows)), n
+
+
+def _content_hashes(blocks: RowBlocks, compute=None) -> dict:
+    """``{"<what> content": hash}`` of X, y and sample_weight, sampled in one
+    computation (lazy inputs read from one source are read once)."""
+    named = [(what, arr) for what, arr in (("data", blocks.X), ("y", blocks.y),
+                                           ("sample_weight", blocks.sample_weight))
+             if arr is not None]
+    tasks = []
+    for _, arr in named:
+        parts = list(arr.to_delayed().ravel())
+        if blocks.lazy:
+            parts = parts[:1] + parts[1:][-1:]
+        tasks.append([dask.delayed(_sample_rows, pure=True)(p) for p in parts])
+    flat = [t for ts in tasks for t in ts]
+    if blocks.lazy and compute is not None:
+        values = iter(compute(*flat))
+    else:  # in-memory blocks: views, sampled right here
+        values = iter(dask.compute(*flat, scheduler="sync"))
+    out = {}
+    for (what, _), ts in zip(named, tasks, strict=True):
+        h = hashlib.blake2b(digest_size=16)
+        for _ in ts:
+            rows, n = next(values)
+            h.update(rows.tobytes())
+            h.update(str(n).encode())
+        out[f"{what} content"] = ("sampled rows of the first and last blocks " if blocks.lazy
+                                  else "sampled rows of every block ") + h.hexdigest()
+    return out
 
 
 class FitLoop:
@@ -151,13 +176,18 @@ class FitLoop:
         self._saved = None
         self._bar = None
         if url is not None:
-            # the location is checked before any work
-            self.store = CheckpointStore(url)
-            if blocks is not None or fingerprint is not None:
-                self.bind(fit_fingerprint(estimator, blocks, **(fingerprint or {})))
+            self.store = CheckpointStore(url)  # the location is checked before any work
         self.driver = None
         if driver:
             self.start_driver(blocks, cache=cache, local=local)
+        if self.store is not None and (blocks is not None or fingerprint is not None):
+            # lazy rows are sampled from the driver's blocks: persisted ones are not read
+            # from their source again
+            d = self.driver
+            if d is not None and blocks is not None and blocks.lazy:
+                blocks = dataclasses.replace(blocks, X=d.X, y=d.y, sample_weight=d.sample_weight)
+            self.bind(fit_fingerprint(estimator, blocks, compute=d and d.compute,
+                                      **(fingerprint or {})))
 
     def start_driver(self, blocks=None, *, cache="auto", local=None):
         """Build the fit's :class:`~dmlkit._core.driver.Driver` (``__init__`` does, unless

@@ -292,3 +292,58 @@ def test_small_fit_is_solved_here_with_the_same_bits(with_client):
     assert ts.data  # the blocks were computed on the cluster and fetched once
     np.testing.assert_array_equal(here.cluster_centers_, on_cluster.cluster_centers_)
     np.testing.assert_array_equal(here.labels_.compute(), on_cluster.labels_.compute())
+
+
+def test_parquet_columns_resume_in_a_new_process(tmp_path):
+    """dask names the same parquet files differently in every process: the fingerprint
+    of lazy data samples rows instead, so a new process resumes, and other files are
+    another fit."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.standard_normal((8000, 4)), columns=list("abcd"))
+    df["label"] = (df.a + df.b > 0).astype(int)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        df.iloc[i * 2000:(i + 1) * 2000].to_parquet(data / f"part{i}.parquet")
+    path = tmp_path / "checkpoint"
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {REPO!r})
+        import dask.dataframe as dd
+        import dmlkit
+        from dmlkit._core import checkpoint as ckpt
+        orig, saves = ckpt.CheckpointStore.save, []
+        def save(self, *args, **kwargs):
+            orig(self, *args, **kwargs)
+            saves.append(1)
+            if len(saves) == 4:
+                raise SystemExit(3)
+        ckpt.CheckpointStore.save = save
+        df = dd.read_parquet({str(data)!r})
+        dmlkit.SGDClassifier(max_iter=10, tol=None, random_state=0,
+                             checkpoint={str(path)!r}).fit(df[["a", "b", "c"]], df["label"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr.decode()[-2000:]
+
+    def fit(folder, checkpoint=None):
+        d = dd.read_parquet(folder)
+        return dmlkit.SGDClassifier(max_iter=10, tol=None, random_state=0,
+                                    checkpoint=checkpoint).fit(d[["a", "b", "c"]], d["label"])
+
+    resumed = fit(data, str(path))
+    assert resumed.resumed_from_iter_ == 4
+    ref = fit(data)
+    np.testing.assert_array_equal(resumed.coef_, ref.coef_)
+    assert resumed.intercept_ == ref.intercept_
+    other = tmp_path / "other"
+    other.mkdir()
+    df2 = df.copy()
+    df2["a"] += 1
+    for i in range(4):
+        df2.iloc[i * 2000:(i + 1) * 2000].to_parquet(other / f"part{i}.parquet")
+    with pytest.raises(ValueError, match="data content: checkpoint has 'sampled rows"):
+        fit(other, str(path))
