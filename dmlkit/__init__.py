@@ -5,9 +5,17 @@ from dmlkit._core import numba_utils  # noqa: F401, I001
 from dmlkit import datasets, exceptions, feature_extraction, metrics
 from dmlkit._config import config_context, get_config
 from dmlkit.cluster import KMeans
-from dmlkit.linear_model import SGDClassifier, SGDRegressor
+from dmlkit.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
 from dmlkit.recommendation import ALS
 
 __version__ = "0.1.0.dev0"
-__all__ = ["ALS", "KMeans", "SGDClassifier", "SGDRegressor", "config_context", "datasets",
-           "exceptions", "feature_extraction", "get_config", "metrics", "__version__"]
+__all__ = ["ALS", "KMeans", "LinearRegression", "LogisticRegression", "PoissonRegressor", "Ridge",
+           "SGDClassifier", "SGDRegressor", "config_context", "datasets", "exceptions",
+           "feature_extraction", "get_config", "metrics", "__version__"]

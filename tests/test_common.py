@@ -2,13 +2,25 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from dmlkit import KMeans, SGDClassifier, SGDRegressor
+from dmlkit import (
+    KMeans,
+    LinearRegression,
+    LogisticRegression,
+    PoissonRegressor,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
 
 # Fast settings for the checks, one entry per estimator (as scikit-learn's INIT_PARAMS).
 ESTIMATORS = [
     KMeans(n_clusters=2, n_init=2, max_iter=5, random_state=0),
     SGDClassifier(max_iter=5, tol=None, random_state=0),
     SGDRegressor(max_iter=5, tol=None, random_state=0),
+    LogisticRegression(),
+    LinearRegression(),
+    Ridge(),
+    PoissonRegressor(),
 ]
 
 # Checks that fail by design, with the reason.  Keep this short.

@@ -14,8 +14,9 @@ import scipy.sparse as sp
 
 from dmlkit._config import get_config
 
-_FAMILY_PACKAGES = {"cluster": "dmlkit.cluster", "linear_model": "dmlkit.linear_model",
-                    "recommendation": "dmlkit.recommendation"}
+# a family's kernel modules: <prefix>_kernels_cpu (numba) and <prefix>_kernels_xp
+_FAMILY_MODULES = {"cluster": "dmlkit.cluster.", "linear_model": "dmlkit.linear_model.",
+                   "glm": "dmlkit.linear_model._glm", "recommendation": "dmlkit.recommendation."}
 
 
 def backend_of(meta) -> str:
@@ -40,7 +41,7 @@ def backend_of(meta) -> str:
 def get_kernels(family: str, backend: str):
     """The kernel module of ``family`` for ``backend`` ('numba' or 'xp')."""
     suffix = {"numba": "_kernels_cpu", "xp": "_kernels_xp"}[backend]
-    return importlib.import_module(f"{_FAMILY_PACKAGES[family]}.{suffix}")
+    return importlib.import_module(_FAMILY_MODULES[family] + suffix)
 
 
 def to_device(x, backend: str):

@@ -18,6 +18,7 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
+from threadpoolctl import ThreadpoolController
 
 from dmlkit._core.client import local_threads
 
@@ -78,6 +79,18 @@ class BlockKernel:
             finally:
                 numba.set_num_threads(old)
         return self.serial(*args)
+
+
+_blas = ThreadpoolController()
+
+
+def one_blas_thread():
+    """Context: BLAS calls made here (also from inside a numba kernel) use one thread.
+
+    A kernel's parallelism comes from its fixed row chunks; BLAS threads on top would
+    oversubscribe the cores, and a multi-threaded BLAS may split a sum differently for
+    another thread count, which would change bits."""
+    return _blas.limit(limits=1, user_api="blas")
 
 
 def block_kernel(fn=None, *, fastmath=False):

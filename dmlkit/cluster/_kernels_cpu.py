@@ -26,10 +26,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 from numba import prange
-from threadpoolctl import ThreadpoolController
 
 from dmlkit._core.blocks import csr_arrays
-from dmlkit._core.numba_utils import block_kernel, n_chunks_for, prefetch
+from dmlkit._core.numba_utils import block_kernel, n_chunks_for, one_blas_thread, prefetch
 
 
 def tile_rows(k, itemsize):
@@ -181,9 +180,6 @@ def _sqdist_all(X, centers, n_chunks):
     return out
 
 
-_blas = ThreadpoolController()
-
-
 def _contig(X):
     return X if X.flags.c_contiguous else np.ascontiguousarray(X)
 
@@ -205,7 +201,7 @@ def assign_partial_sums_block(X, w, centers, n_threads=1, exact_inertia=True):
     w = np.empty(0, dtype=X.dtype) if w is None else np.ascontiguousarray(w)
     k, d = centers.shape
     nc = n_chunks_for(X.shape[0], 8 * k * (d + 1))
-    with _blas.limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _assign_partial_sums(X, w, centers, nc, bool(exact_inertia),
                                     tile_rows(k, X.dtype.itemsize),
                                     n_threads=_threads(n_threads, nc))
@@ -225,7 +221,7 @@ def labels_sqdist_block(X, centers, n_threads=1):
     X = _contig(X)
     centers = np.ascontiguousarray(centers, dtype=X.dtype)
     nc = n_chunks_for(X.shape[0], 0)
-    with _blas.limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _labels_sqdist(X, centers, nc, tile_rows(centers.shape[0], X.dtype.itemsize),
                               n_threads=_threads(n_threads, nc))
 

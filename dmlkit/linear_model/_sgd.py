@@ -20,7 +20,6 @@ import warnings
 import dask
 import dask.array as da
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
@@ -31,13 +30,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._core.blocks import is_dask_collection, to_row_blocks
-from dmlkit._core.client import compute, placed
+from dmlkit._core.client import placed
 from dmlkit._core.dispatch import backend_of, get_kernels, to_numpy
 from dmlkit._core.driver import Driver
 from dmlkit._core.loop import FitLoop, Step
 from dmlkit._core.params import validate_params
 from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import ConvergenceWarning
+from dmlkit.linear_model._base import decision_values, label_counts, linear_decision
 from dmlkit.linear_model._loss import (
     CLASSIFIER_LOSSES,
     DEFAULT_EPSILON,
@@ -123,13 +123,6 @@ def _block_is_finite(block):
     return bool(np.isfinite(block).all())
 
 
-def _decision_values(x, coef, intercept):
-    """x @ coef.T + intercept for a dense (NumPy or array-API) or scipy.sparse block."""
-    if sp.issparse(x):
-        return np.asarray(x @ coef.T) + intercept
-    return to_numpy(x) @ coef.T + intercept
-
-
 def _validation_stats(x, Y, sw, rows, model, regression):
     """Weighted sums that give the validation score of ``model`` over ``rows``, after
     the number of rows and their total weight: the R^2 sums of a regressor, the
@@ -138,7 +131,7 @@ def _validation_stats(x, Y, sw, rows, model, regression):
     M = Y.shape[1]
     if len(rows) == 0:
         return np.zeros(5 if regression else 2 + M)
-    d = _decision_values(x[rows], *model)
+    d = decision_values(x[rows], *model)
     y, w = Y[rows], sw[rows]
     head = np.array([float(len(rows)), w.sum()])
     if regression:
@@ -233,27 +226,6 @@ def _check_init(value, shape, what):
         raise ValueError(f"Provided {what} does not match dataset: expected shape {shape}, "
                          f"got {arr.shape}.")
     return arr.reshape(shape).copy()
-
-
-def _block_label_counts(y):
-    # hashing (pandas) instead of sorting: ~10x faster than np.unique on a block
-    vc = pd.Series(np.asarray(to_numpy(y))).value_counts(sort=False, dropna=False)
-    return vc.index.to_numpy(), vc.to_numpy()
-
-
-def _label_counts(blocks):
-    """Distinct labels of y (sorted) and their counts, in one pass (dask or in-memory y):
-    each block counts its own labels, the client merges the small tables."""
-    y = blocks.y
-    if not blocks.lazy:
-        return np.unique(compute(y)[0], return_counts=True)
-    count = dask.delayed(_block_label_counts, pure=True)
-    parts = compute(*[count(b) for b in y.to_delayed().ravel()])
-    labels, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
-    counts = np.bincount(inverse.ravel(), weights=np.concatenate([p[1] for p in parts]))
-    return labels, counts.astype(np.int64)
-
-
 
 
 # ----------------------------------------------------------------------------------
@@ -604,15 +576,8 @@ class _BaseSGD(BaseEstimator):
 
     def _decision(self, X):
         check_is_fitted(self)
-        blocks = to_row_blocks(X, estimator=self, reset=False, accept_sparse=True)
-        coef = np.atleast_2d(_dense(self.coef_))
-        intercept = np.atleast_1d(self.intercept_)
-        dtype = np.result_type(blocks.dtype, coef.dtype)
-        out = blocks.X.map_blocks(_decision_values, coef, intercept, dtype=dtype,
-                                  chunks=(blocks.X.chunks[0], (coef.shape[0],)),
-                                  meta=np.empty((0, 0), dtype=dtype),
-                                  name="dmlkit-sgd-decision")
-        return out if blocks.lazy else compute(out)[0]
+        return linear_decision(self, X, _dense(self.coef_), self.intercept_,
+                               "dmlkit-sgd-decision")
 
     def densify(self):
         """Convert a sparse ``coef_`` (see :meth:`sparsify`) back to a NumPy array."""
@@ -635,8 +600,10 @@ def _dense(coef):
 
 # the docstring part both estimators share (appended to each class docstring)
 _DMLKIT_PARAMETERS_DOC = """
-    Parameters beyond scikit-learn's:
+    The parameters and attributes are scikit-learn's; those below are dmlkit's own.
 
+    Other Parameters
+    ----------------
     batch_size : int or None, default=None
         Rows per step of the array-API kernel (None: 256); the numba kernels step on
         every row, as scikit-learn.
@@ -650,14 +617,14 @@ _DMLKIT_PARAMETERS_DOC = """
         whose checkpoint is there resumes from it, bit-identical to an uninterrupted
         fit; a checkpoint of another fit there (other parameters, data, classes, or
         starting model: ``coef_init``, ``intercept_init``, a warm start) is a
-        ValueError (see the README's "Checkpoints and resume").  ``partial_fit`` does
+        ValueError (see "Checkpoints and resume" in the user guide).  ``partial_fit`` does
         not checkpoint.
     checkpoint_interval : int, default=1
         Epochs between checkpoint saves.  A save writes the model (with its average
         and L1 state): a model of many features and classes may want a longer one.
 
-    Attributes beyond scikit-learn's:
-
+    Attributes
+    ----------
     resumed_from_iter_ : int
         Epochs the last ``fit`` resumed from a checkpoint; 0 for a fresh start.
 """
@@ -729,7 +696,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         One pass over y gives its labels and their counts (kept for
         ``class_weight='balanced'``), so y never has to come to the client whole.
         """
-        labels, counts = _label_counts(blocks)
+        labels, counts = label_counts(blocks)
         if first:
             classes = np.unique(np.asarray(classes_arg)) if classes_arg is not None else labels
             check_classification_targets(classes)
@@ -797,11 +764,14 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     @placed
     def decision_function(self, X):
+        """Signed distance to the hyperplane, ``X @ coef_.T + intercept_``: shape (n_samples,)
+        for two classes, else (n_samples, n_classes).  A dask array for dask input."""
         d = self._decision(X)
         return d[:, 0] if d.shape[1] == 1 else d
 
     @placed
     def predict(self, X):
+        """The class of every row (from ``classes_``).  A dask array for dask input."""
         d = self.decision_function(X)
         if d.ndim == 1:
             idx = (d > 0).astype(np.intp)
@@ -834,6 +804,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     @available_if(_check_proba)
     @placed
     def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba` (``log_loss``, ``modified_huber``)."""
         return np.log(self.predict_proba(X))
 
 
@@ -942,6 +913,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
 
     @placed
     def predict(self, X):
+        """The predicted target of every row.  A dask array for dask input."""
         d = self._decision(X)
         return d[:, 0]
 
