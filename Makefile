@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-core
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $@ $(VENV)/.installed-core
+
 demo: $(VENV)/.installed-core
 	$(BIN)/python -m dmlkit.demo
 
@@ -37,5 +41,10 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	cd asv_bench && ../$(BIN)/asv run --python=same --quick --show-stderr
 
+# The documentation (docs/, Markdown + the docstrings) as HTML in docs/_build/html;
+# -n -W: a broken reference or any other warning fails the build.  No network needed.
+docs: $(VENV)/.installed-docs
+	$(BIN)/python -m sphinx -b html -n -W --keep-going docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build

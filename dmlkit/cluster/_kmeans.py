@@ -171,8 +171,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         A folder (local path or fsspec URL: ``s3://``, ``gs://``, ``memory://``...)
         where the fit saves its state every ``checkpoint_interval`` iterations.  A fit
         whose checkpoint is there resumes from it, bit-identical to an uninterrupted
-        fit; a checkpoint of another fit there is a ValueError (see the README's
-        "Checkpoints and resume").
+        fit; a checkpoint of another fit there is a ValueError (see
+        "Checkpoints and resume" in the user guide).
     checkpoint_interval : int, default=1
         Lloyd iterations between checkpoint saves (the centres are small).
 
