@@ -277,7 +277,7 @@ def _dmlkit_tasks(dask_scheduler=None):
             "unique_init": unique_init}
 
 
-_PASS_RE = re.compile(r"^dmlkit-(?:kmeans|sgd|als)-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-"
+_PASS_RE = re.compile(r"^dmlkit-(?:kmeans|sgd|als|glm)-(?P<step>[a-z-]+?)-(?P<token>[0-9a-f]{8})-"
                       r"(?P<pass>\d+)"
                       r"(?:-(?P<rest>.*))?$")
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import dask
@@ -29,6 +30,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from dmlkit.exceptions import ConvergenceWarning
 from tests._cluster_procs import _labels_block, blobs
 
 distributed = pytest.importorskip("distributed")
@@ -163,9 +165,22 @@ def ooc_fit(tmp_path_factory):
             w2, e2, m2, t2 = _watched_fit(client, sgd, X, y)
             sgd_run = SimpleNamespace(watcher=w2, error=e2, messages=m2, t_fit=t2, est=sgd,
                                       X=X, y=y)
+            # Full-batch logistic regression: its label pass, its first evaluation and
+            # one L-BFGS iteration (a pass per line-search trial), all streamed.
+            from dmlkit import LogisticRegression
+
+            glm = LogisticRegression(max_iter=1, tol=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=1, tol=0
+                with client.as_current():  # compile first, as above
+                    LogisticRegression(max_iter=1).fit(X[:1000].compute(), y[:1000].compute())
+                w3, e3, m3, t3 = _watched_fit(client, glm, X, y)
+            glm_run = SimpleNamespace(watcher=w3, error=e3, messages=m3, t_fit=t3, est=glm,
+                                      X=X, y=y)
             info = client.scheduler_info(n_workers=-1)["workers"]
             res = SimpleNamespace(
                 X=X, km=km, error=error, watcher=watcher, messages=messages, sgd=sgd_run,
+                glm=glm_run,
                 total_memory=total_memory, t_write=t_write, t_fit=t_fit,
                 before=before, after={a: (w["id"], w["name"]) for a, w in info.items()},
                 pids=pids, pids_after=client.run(os.getpid),
@@ -251,3 +266,23 @@ def test_sgd_streams_data_three_times_cluster_memory(ooc_fit):
     assert est.score(Xs, ys) > 0.9
     print(f"\nSGD, 2 epochs streamed: {run.t_fit:.1f}s; peak worker process memory "
           f"{w.max_process / 2**20:.0f} MiB")
+
+
+def test_logistic_regression_streams_data_three_times_cluster_memory(ooc_fit):
+    """Full-batch passes stream the same data: bounded memory, same workers."""
+    r = ooc_fit
+    run = r.glm
+    assert run.error is None, run.error
+    assert any("streaming" in m for m in run.messages), run.messages
+    w = run.watcher
+    assert w.max_spilled < CHUNK_BYTES, f"{w.max_spilled / 2**20:.0f} MiB spilled to disk"
+    assert w.max_managed <= 8 * CHUNK_BYTES, f"{w.max_managed / 2**20:.0f} MiB managed"
+    assert w.statuses == {"running"}, w.statuses
+    assert w.max_process < 0.8 * WORKER_MEMORY
+    assert r.after == r.before and r.pids_after == r.pids
+    est = run.est
+    assert est.n_iter_[0] == 1 and est.n_passes_ >= 2 and np.isfinite(est.coef_).all()
+    Xs, ys = run.X[:50_000].compute(), run.y[:50_000].compute()
+    assert est.score(Xs, ys) > 0.75  # one quasi-Newton step already separates the blobs
+    print(f"\nLogisticRegression, 1 iteration ({est.n_passes_} passes) streamed: "
+          f"{run.t_fit:.1f}s; peak worker process memory {w.max_process / 2**20:.0f} MiB")
