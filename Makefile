@@ -18,8 +18,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed-core
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,bench]'
+$(VENV)/.installed-bench: pyproject.toml asv_bench/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,bench]' -e asv_bench
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-core
 
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python

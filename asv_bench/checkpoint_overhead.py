@@ -1,63 +1,41 @@
 """What checkpointing every iteration costs: the same fit with and without ``checkpoint=``.
 
-On the README's benchmark data (``compare_kmeans.py``: 2,000,000 x 32 float32 blobs, 16
-clusters, 10 Lloyd iterations; ``compare_sgd.py``: 2,000,000 x 50 float64,
-``log_loss``, 5 epochs), on local threads and, with ``--cluster``, on a LocalCluster of 2
-single-thread workers, on a dask array persisted there (the checkpoint is written by
-the client either way).  The two
-variants alternate, ``--repeats`` times each after a warm-up, and the table reports the
-medians and their ratio.  The checkpoint folder is a fresh temporary folder per fit (a
-local disk), ``checkpoint_interval=1``.  Whole-fit ratios move by a few % from run to
-run on a shared machine, so the script also times the checkpoint code itself (the
-fingerprint, opening the folder, every save) and reports its share of the fit.
+    .venv/bin/python asv_bench/checkpoint_overhead.py --repeats 7 --cluster  # README table
+    .venv/bin/python asv_bench/checkpoint_overhead.py --rows 20000 --repeats 1 --cluster
 
-    .venv/bin/python asv_bench/checkpoint_overhead.py [--repeats 5] [--cluster]
+KMeans (blobs, 16 clusters, 10 Lloyd iterations) and SGDClassifier (``log_loss``, 5
+epochs) on ``--rows`` rows, on local threads and, with ``--cluster``, on a LocalCluster
+of 2 single-thread workers (the runners ``dmlkit-threads`` and ``dmlkit-localcluster``
+of ``dmlkit_bench.runners``), each fit alternately without and with
+``checkpoint=<fresh folder>``; the method and the output are described in
+``asv_bench/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from benchmarks import common as bc  # noqa: E402
+from dmlkit_bench import data
+from dmlkit_bench.cluster import DaskCluster
+from dmlkit_bench.runners import kmeans, sgd
 
 
 def kmeans_case(args):
-    from dmlkit import KMeans
-
-    path = bc.make_blobs_file(2_000_000, 32, 16, 0)
-    X = bc.load_blobs(path)
-    init = bc.initial_centers(X, 16, 0)
-
-    def fit(checkpoint, X, y):
-        return KMeans(16, init=init, n_init=1, max_iter=10, tol=0,
-                      checkpoint=checkpoint).fit(X)
-
-    return "KMeans, 2,000,000 x 32 float32, 10 iterations", X, None, fit
+    d = data.blobs(args.rows, 32, 16, 0)
+    init = data.initial_centers(d.train()[0], 16, 0)
+    return (f"KMeans, {args.rows:,} x 32 float32, 10 iterations", d, kmeans.SYSTEMS,
+            kmeans.KMeansSettings(init, 10))
 
 
 def sgd_case(args):
-    from sklearn.datasets import make_classification
-
-    from dmlkit import SGDClassifier
-
-    X, y = make_classification(2_000_000, 50, n_informative=30, class_sep=0.8,
-                               random_state=0)
-    X = (X - X.mean(0)) / X.std(0)
-
-    def fit(checkpoint, X, y):
-        return SGDClassifier(loss="log_loss", max_iter=5, tol=None, random_state=0,
-                             checkpoint=checkpoint).fit(X, y)
-
-    return "SGDClassifier, 2,000,000 x 50 float64, 5 epochs", X, y, fit
+    d = data.classification(args.rows, 50, min(200_000, args.rows // 4), block_rows=None)
+    return (f"SGDClassifier, {args.rows:,} x 50 float64, 5 epochs", d, sgd.SYSTEMS,
+            sgd.SGDSettings(5))
 
 
 _SPENT = [0.0]  # seconds spent in the checkpoint code (fingerprint, open, bind, saves)
@@ -84,17 +62,19 @@ def instrument():
                 _timed(getattr(checkpoint.CheckpointStore, name)))
 
 
-def measure(fit, repeats, X, y):
+def measure(runner, repeats):
+    """Median fit time without and with a checkpoint every iteration (alternated), the
+    median share of the checkpoint code, and the last model."""
     times = {"none": [], "every": []}
     shares = []
-    fit(None, X, y)  # warm-up: kernels compiled and loaded
+    runner.fit()  # warm-up: kernels compiled and loaded
     for r in range(repeats):
         for variant in (("none", "every") if r % 2 == 0 else ("every", "none")):
             folder = tempfile.mkdtemp(prefix="dmlkit-ckpt-")
             try:
                 _SPENT[0] = 0.0
                 t0 = time.perf_counter()
-                est = fit(folder if variant == "every" else None, X, y)
+                est = runner.fit(checkpoint=folder if variant == "every" else None)
                 times[variant].append(time.perf_counter() - t0)
                 if variant == "every":
                     shares.append(_SPENT[0] / times[variant][-1])
@@ -110,6 +90,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cluster", action="store_true", help="also on a 2-worker LocalCluster")
     ap.add_argument("--cases", default="kmeans,sgd")
+    ap.add_argument("--rows", type=int, default=2_000_000, help="rows of both data sets")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     import dask
@@ -118,33 +99,28 @@ def main(argv=None):
     instrument()
     cases = {"kmeans": kmeans_case, "sgd": sgd_case}
     rows = []
-    for name in args.cases.split(","):
-        title, X, y, fit = cases[name](args)
-        places = [("local threads", None)]
-        if args.cluster:
-            places.append(("LocalCluster 2 x 1", "cluster"))
-        for place, kind in places:
-            if kind is None:
-                med, est = measure(fit, args.repeats, X, y)
-            else:
-                import dask.array as da
-                from distributed import Client, LocalCluster, wait
-
-                with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address="127.0.0.1:0", host="127.0.0.1") as lc, \
-                        Client(lc) as client:
-                    # persisted once on the workers, in the blocks dmlkit picks for numpy
-                    block = bc.block_rows(X.shape[1], X.dtype.itemsize)
-                    Xd = client.persist(da.from_array(X, chunks=(block, X.shape[1])))
-                    yd = None if y is None else client.persist(da.from_array(y, chunks=block))
-                    wait([Xd] + ([yd] if yd is not None else []))
-                    med, est = measure(fit, args.repeats, Xd, yd)
-            ratio = med["every"] / med["none"]
-            rows.append((title, place, med["none"], med["every"], ratio, med["share"]))
-            print(f"{title}, {place}: {med['none']:.3f} s without, {med['every']:.3f} s with "
-                  f"a checkpoint every iteration: {ratio:.3f}x; checkpoint code "
-                  f"{100 * med['share']:.2f}% of the fit ({est.n_iter_} iterations)",
-                  flush=True)
+    cluster = DaskCluster() if args.cluster else None
+    try:
+        for name in args.cases.split(","):
+            title, d, systems, settings = cases[name](args)
+            places = [("local threads", "dmlkit-threads")]
+            if args.cluster:
+                # persisted once on the workers, in the blocks dmlkit picks for numpy
+                places.append(("LocalCluster 2 x 1", "dmlkit-localcluster"))
+            for place, system in places:
+                with systems[system](settings, cluster) as runner:
+                    runner.prepare(d)
+                    med, est = measure(runner, args.repeats)
+                ratio = med["every"] / med["none"]
+                rows.append((title, place, med["none"], med["every"], ratio, med["share"]))
+                print(f"{title}, {place}: {med['none']:.3f} s without, {med['every']:.3f} s "
+                      f"with a checkpoint every iteration: {ratio:.3f}x; checkpoint code "
+                      f"{100 * med['share']:.2f}% of the fit ({est.n_iter_} iterations)",
+                      flush=True)
+            d.release()
+    finally:
+        if cluster is not None:
+            cluster.close()
     print("\n| fit | where | without | checkpoint every iteration | ratio | time in "
           "checkpoint code |\n|---|---|---|---|---|---|")
     for title, place, a, b, r, share in rows:

@@ -1,59 +1,18 @@
 """ALS seconds per iteration of dmlkit, implicit and Spark MLlib, measured in one run.
 
-How to run (from the repository root)::
-
-    # the full comparison: 10,000,000 ratings, 200,000 users x 20,000 items, both modes
-    .venv/bin/python asv_bench/compare_als.py
-
-    # a quicker one, explicit feedback only, then MovieLens 100k
+    .venv/bin/python asv_bench/compare_als.py                   # the README's table
+    .venv/bin/python asv_bench/compare_als.py --data synthetic,movielens
     .venv/bin/python asv_bench/compare_als.py --ratings 1000000 --users 20000 --items 2000 \\
         --mode explicit
-    .venv/bin/python asv_bench/compare_als.py --data movielens
+    .venv/bin/python asv_bench/compare_als.py --ratings 20000 --users 1000 --items 300 \\
+        --factors 8 --iterations 2 --repeats 1                   # quick check
 
-    # options: --data synthetic,movielens  --mode explicit|implicit|both (--implicit)
-    #          --ratings --users --items --rank --noise --popularity (make_ratings)
-    #          --factors --regularization --alpha --cg-steps --iterations --repeats
-    #          --systems --seed --spark-memory --movielens PATH --data-dir --eval-users
-
-Systems (``--systems``; see ``benchmarks/recommendation.py`` for the details):
-
-- ``implicit``: ``implicit.cpu.als.AlternatingLeastSquares(num_threads=2)`` on a user x
-  item CSR (built before the timings), BLAS on one thread.  It gets ``C = 1 + alpha * r``
-  and ``alpha=1`` (its confidence is the stored value itself; dmlkit's and Spark's is
-  ``1 + alpha * r``).  Explicit mode: implicit has no ALS-WR; it runs its own objective
-  with the Cholesky solver (``use_cg=False``), the per-row work of ALS-WR, as a speed
-  reference only (no RMSE).  Implicit mode: its default CG solver, 3 steps as dmlkit.
-- ``dmlkit-threads``: ``dmlkit.recommendation.ALS`` on the pandas frame, no client.
-- ``dmlkit-localcluster``: the same on ``LocalCluster(n_workers=2, threads_per_worker=1)``
-  (processes), the training frame persisted there as a dask DataFrame beforehand.
-- ``spark``: ``pyspark.ml.recommendation.ALS`` on ``local[2]``, the training data read
-  from parquet and cached beforehand; the JVM starts before the timings.  Its ``fit`` is
-  eager: it returns once the factors are computed.  Skipped with a message without
-  pyspark or Java.
-
-All get the same ``factors``, ``regularization``, ``alpha``, iteration count and seed.
-Objectives: explicit feedback is ALS-WR in dmlkit and Spark (penalty scaled by each row's
-number of ratings).  Implicit feedback: dmlkit and implicit use the penalty as is; Spark
-scales it by the row's count too and solves each row exactly (Cholesky) instead of 3 CG
-steps, so its implicit fit is a different, heavier computation.
-
-Method.  Each system runs in its own child process (so its peak RSS is its own), in the
-order implicit, dmlkit-threads, dmlkit-localcluster, spark.  Before the timings: data
-conversion (CSR, persisted dask frame, cached Spark DataFrame), cluster or JVM start, a
-tiny warm-up fit (numba JIT, JVM JIT).  Then ``--repeats`` rounds of [fit with 1
-iteration, fit with ``--iterations``]; seconds per iteration = (min time of the long fit
-- min time of the 1-iteration fit) / (iterations - 1): what a fit does once (dmlkit's id
-scan and shuffle, Spark's blocking, implicit's transpose, result collection) cancels out.
-Whole-fit times are shown too.  Peak RSS is sampled every 10 ms over the child process
-and its children (dask workers, Spark's JVM) during the long fits; "+RSS" is the peak
-minus the RSS at the fit's start; "other" is the mean number of cores used by other
-processes on the machine meanwhile (above ~0.2 the timings are disturbed).  Quality is
-computed the same way from every system's factors: RMSE on the 10% held-out ratings
-(explicit; pairs with an id unseen in training left out) or precision@10 of the top-10
-unseen items for up to ``--eval-users`` held-out users (implicit).
-
-Generated data is cached as parquet (train and test) under ``--data-dir`` (default
-``DMLKIT_BENCH_DATA`` or ``asv_bench/.cache/``, git-ignored), keyed by the parameters.
+Options: --data synthetic,movielens  --mode explicit|implicit|both (--implicit)
+--ratings --users --items --rank --noise --popularity (make_ratings) --factors
+--regularization --alpha --cg-steps --iterations --repeats --systems --seed
+--spark-memory --movielens PATH --data-dir --eval-users.  Each system runs in its own
+child process.  The systems are the runners of ``dmlkit_bench.runners.als``; the method
+and the output are described in ``asv_bench/README.md``.
 """
 
 from __future__ import annotations
@@ -62,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -71,10 +29,10 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from benchmarks import recommendation as br  # noqa: E402
-from benchmarks.common import Benchmark, ResourceMonitor  # noqa: E402
+from dmlkit_bench import compare, ratings
+from dmlkit_bench.monitor import ResourceMonitor
+from dmlkit_bench.runners import als
+from dmlkit_bench.settings import MOVIELENS, Benchmark
 
 ORDER = ("implicit", "dmlkit-threads", "dmlkit-localcluster", "spark")
 
@@ -89,9 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--ratings", type=int, default=10_000_000)
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--items", type=int, default=20_000)
-    p.add_argument("--rank", type=int, default=br.PLANTED_RANK, help="planted rank")
-    p.add_argument("--noise", type=float, default=br.NOISE)
-    p.add_argument("--popularity", type=float, default=br.POPULARITY)
+    p.add_argument("--rank", type=int, default=ratings.PLANTED_RANK, help="planted rank")
+    p.add_argument("--noise", type=float, default=ratings.NOISE)
+    p.add_argument("--popularity", type=float, default=ratings.POPULARITY)
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--regularization", type=float, default=0.05)
     p.add_argument("--alpha", type=float, default=1.0)
@@ -102,9 +60,9 @@ def parse_args(argv=None):
                    help=f"comma-separated, from {', '.join(ORDER)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spark-memory", default="8g", help="spark.driver.memory")
-    p.add_argument("--movielens", default=br.MOVIELENS, help="MovieLens ratings file")
+    p.add_argument("--movielens", default=MOVIELENS, help="MovieLens ratings file")
     p.add_argument("--data-dir", default=None, help="where generated data is cached")
-    p.add_argument("--eval-users", type=int, default=br.EVAL_USERS)
+    p.add_argument("--eval-users", type=int, default=ratings.EVAL_USERS)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -133,7 +91,7 @@ def datasets(args, announce=False):
             per_mode = {}
             for mode in args.modes:
                 t0 = time.perf_counter()
-                d = br.synthetic_data(mode == "implicit", args.ratings, args.users, args.items,
+                d = ratings.synthetic_data(mode == "implicit", args.ratings, args.users, args.items,
                                       rank=args.rank, noise=args.noise,
                                       popularity=args.popularity, seed=args.seed)
                 if announce:
@@ -143,11 +101,11 @@ def datasets(args, announce=False):
             out.append((f"synthetic {args.ratings:,} ratings, {args.users:,} users x "
                         f"{args.items:,} items", per_mode))
         else:
-            if br.movielens_paths(args.movielens, seed=args.seed) is None:
+            if ratings.movielens_paths(args.movielens, seed=args.seed) is None:
                 if announce:
                     print(f"MovieLens skipped: {args.movielens} not found", flush=True)
                 continue
-            per_mode = {m: br.movielens_data(m == "implicit", args.movielens, seed=args.seed)
+            per_mode = {m: ratings.movielens_data(m == "implicit", args.movielens, seed=args.seed)
                         for m in args.modes}
             out.append((f"MovieLens ({os.path.basename(os.path.dirname(args.movielens))})",
                         per_mode))
@@ -159,13 +117,13 @@ def datasets(args, announce=False):
 # ----------------------------------------------------------------------------------
 def run_child(args):
     warnings.simplefilter("ignore")
-    settings = br.ALSSettings(args.factors, args.regularization, args.alpha, args.seed,
-                              args.cg_steps)
+    settings = als.ALSSettings(args.factors, args.regularization, args.alpha, args.seed,
+                               args.cg_steps, args.iterations, args.spark_memory)
     timer = Benchmark.timer
     results = []
     system = args.child
     t0 = time.perf_counter()
-    runner = br.make_runner(system, settings, args.spark_memory)
+    runner = als.als_runner(system, settings)
     print(f"[{system}] started in {time.perf_counter() - t0:.1f}s (not timed)", flush=True)
     try:
         for label, per_mode in datasets(args):
@@ -204,10 +162,10 @@ def run_child(args):
                 if mode == "explicit" and system == "implicit":
                     rec["quality"] = None  # another objective: no RMSE to compare
                 elif data.implicit:
-                    rec["quality"] = ["p@10", br.precision_at_10(data, U, V, args.eval_users,
+                    rec["quality"] = ["p@10", ratings.precision_at_10(data, U, V, args.eval_users,
                                                                  seed=args.seed)]
                 else:
-                    rec["quality"] = ["rmse", br.heldout_rmse(data, U, V)]
+                    rec["quality"] = ["rmse", ratings.heldout_rmse(data, U, V)]
                 rec["describe"] = data.describe()
                 rec["baseline"] = baseline(data, args)
                 results.append(rec)
@@ -226,48 +184,16 @@ def baseline(data, args):
     n_u, n_i = len(data.user_ids), len(data.item_ids)
     if data.implicit:
         counts = np.bincount(data.codes()[3], minlength=n_i).astype(np.float32)
-        return ["p@10", br.precision_at_10(data, np.ones((n_u, 1), np.float32),
+        return ["p@10", ratings.precision_at_10(data, np.ones((n_u, 1), np.float32),
                                            counts[:, None], args.eval_users, seed=args.seed)]
     mean = float(data.train["rating"].mean())
-    return ["rmse", br.heldout_rmse(data, np.ones((n_u, 1), np.float32),
+    return ["rmse", ratings.heldout_rmse(data, np.ones((n_u, 1), np.float32),
                                     np.full((n_i, 1), mean, np.float32))]
 
 
 # ----------------------------------------------------------------------------------
 # parent: data, one child per system, the report
 # ----------------------------------------------------------------------------------
-def print_versions():
-    import dask
-    import distributed
-    import numba
-    import pandas
-    import psutil
-    import threadpoolctl
-
-    import dmlkit
-
-    vers = []
-    for mod in ("implicit", "pyspark"):
-        try:
-            vers.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            vers.append(f"{mod} not installed")
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True,
-                              timeout=60).stderr.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
-        java = "java not found"
-    print(f"python {platform.python_version()}  ({platform.platform()})")
-    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"dmlkit {dmlkit.__version__} | {' | '.join(vers)} | {java}")
-    print(f"dask {dask.__version__} | distributed {distributed.__version__} | numba "
-          f"{numba.__version__} | numpy {np.__version__} | pandas {pandas.__version__}")
-    for lib in threadpoolctl.threadpool_info():
-        print(f"  {lib['user_api']}: {lib['internal_api']} {lib.get('version')} "
-              f"num_threads={lib['num_threads']}")
-
-
 def child_argv(args, system, out):
     return [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--child", system,
             "--out", out]
@@ -280,7 +206,7 @@ def main(argv=None):
     if args.child:
         run_child(args)
         return
-    print_versions()
+    compare.print_versions(extra=("implicit", "pyspark"), java=True)
     print(f"\nALS: factors={args.factors} regularization={args.regularization} "
           f"alpha={args.alpha} cg_steps={args.cg_steps} iterations={args.iterations} "
           f"seed={args.seed}; {args.repeats} round(s) per system, min kept\n", flush=True)
@@ -291,7 +217,7 @@ def main(argv=None):
     results = []
     skipped = {}
     for system in args.systems:
-        why = br.missing(system)
+        why = als.SYSTEMS[system].missing()
         if why:
             skipped[system] = why
             print(f"\n== {system}: SKIPPED: {why}", flush=True)

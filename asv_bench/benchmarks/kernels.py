@@ -10,14 +10,8 @@ for the numba kernel and the BLAS thread limit for the array-API one (which igno
 
 import numpy as np
 
-from .common import (
-    KERNEL_ROWS,
-    N_CLUSTERS,
-    Benchmark,
-    initial_centers,
-    load_blobs,
-    make_blobs_file,
-)
+from dmlkit_bench.data import initial_centers, load_blobs, make_blobs_file
+from dmlkit_bench.settings import KERNEL_ROWS, N_CLUSTERS, Benchmark
 
 
 class AssignPartialSumsBlock(Benchmark):
@@ -30,10 +24,9 @@ class AssignPartialSumsBlock(Benchmark):
         return make_blobs_file(KERNEL_ROWS)
 
     def setup(self, path, kernel, n_threads):
-        from threadpoolctl import threadpool_limits
-
         from dmlkit._core.numba_utils import parallel_available
         from dmlkit.cluster import _kernels_cpu, _kernels_xp
+        from threadpoolctl import threadpool_limits
 
         if kernel == "numba" and n_threads > 1 and not parallel_available():
             raise NotImplementedError("no thread-safe numba threading layer (tbb/omp)")

@@ -1,7 +1,8 @@
 """SGD logistic regression: dmlkit (threads and LocalCluster) against scikit-learn and dask-ml.
 
 Two problems, both binary, ``log_loss``, ``DMLKIT_BENCH_EPOCHS`` (5) epochs, ``tol=None``,
-``random_state=0`` (dask-ml's LogisticRegression runs to its own convergence):
+``random_state=0`` (dask-ml's LogisticRegression runs to its own convergence); the
+systems are the runners of ``dmlkit_bench.runners.sgd``:
 
 - **dense** (:class:`SGDDense`): the data of ``asv_bench/compare_sgd.py``, scikit-learn's
   ``make_classification`` (2,000,000 training + 200,000 test rows, 50 float64 features,
@@ -14,9 +15,7 @@ Two problems, both binary, ``log_loss``, ``DMLKIT_BENCH_EPOCHS`` (5) epochs, ``t
   50,000 test documents of ~40 Zipf-distributed tokens with class-dependent
   frequencies), hashed by ``HashingVectorizer(n_features=2**18, alternate_sign=False,
   norm='l2')`` into scipy CSR.  The same systems but dask-ml's LogisticRegression; the
-  cluster systems get a dask array of 50,000-row CSR blocks.  Until dmlkit takes sparse
-  input, its two systems are skipped (setup raises NotImplementedError when dmlkit's fit
-  raises its TypeError on sparse input).
+  cluster systems get a dask array of 50,000-row CSR blocks.
 
 Benchmarks per system:
 
@@ -29,93 +28,90 @@ Benchmarks per system:
 - ``track_time_ratio_vs_sklearn`` (:class:`SGDDenseRatio`, :class:`SGDTextRatio`): the
   system's fit time over scikit-learn's, both measured in the same process, one after
   the other.
-
-Sizes come from environment variables (see ``common.py``); a smoke run::
-
-    DMLKIT_BENCH_ROWS=20000 DMLKIT_BENCH_SGD_TEST_ROWS=5000 DMLKIT_BENCH_SGD_BLOCK_ROWS=5000 \\
-    DMLKIT_BENCH_SGD_DOCS=5000 DMLKIT_BENCH_SGD_TEST_DOCS=2000 \\
-    DMLKIT_BENCH_SGD_DOC_BLOCK_ROWS=2000 DMLKIT_BENCH_PROFILE=fast \\
-        ../.venv/bin/asv run --python=same --quick --show-stderr --bench linear_model
 """
 
 import sys
 
-from .common import (
+from dmlkit_bench import data, text
+from dmlkit_bench.monitor import ResourceMonitor
+from dmlkit_bench.runners import sgd
+from dmlkit_bench.settings import (
     ACCURACY_TOLERANCE,
     N_ROWS,
     SGD_BLOCK_ROWS,
     SGD_EPOCHS,
     SGD_FEATURES,
-    SGD_SPARSE_SYSTEMS,
-    SGD_SYSTEMS,
     SGD_TEST_ROWS,
     TEXT_BLOCK_ROWS,
     TEXT_DOCS,
     TEXT_TEST_DOCS,
     Benchmark,
-    DenseSGDData,
-    ResourceMonitor,
-    SGDCase,
-    TextSGDData,
-    make_classification_files,
-    make_text_file,
 )
 
 
 class _SGDBase(Benchmark):
-    """One system's :class:`SGDCase` per benchmark process (the subclass's ``_data``)."""
+    """One system's runner per benchmark process, prepared on the subclass's ``_data``."""
 
     timeout = 1200  # dask-ml's LogisticRegression on 2,000,000 rows is slow
 
+    def _runner(self, system, d):
+        runner = sgd.sgd_runner(system, sgd.SGDSettings(SGD_EPOCHS))
+        try:
+            runner.prepare(d)
+        except BaseException:
+            runner.close()
+            raise
+        return runner
+
     def setup(self, cached, system):
-        self.case = SGDCase(system, self._data(cached), SGD_EPOCHS)
+        self.data = self._data(cached)
+        self.runner = self._runner(system, self.data)
 
     def teardown(self, cached, system):
-        self.case.close()
+        self.close_all("runner")
 
 
 class _SGDFit(_SGDBase):
     def time_fit(self, cached, system):
-        self.case.fit()
+        self.runner.fit()
 
     def track_test_accuracy(self, cached, system):
-        return self.case.test_accuracy(self.case.fit())
+        return sgd.test_accuracy(self.runner.fit(), self.data)
 
     track_test_accuracy.unit = "accuracy"
 
     def track_peak_memory(self, cached, system):
         with ResourceMonitor() as mon:
-            self.case.fit()
-        return mon.peak / 2**20
+            self.runner.fit()
+        return mon.peak_mib
 
     track_peak_memory.unit = "MiB"
 
 
 class _SGDRatio(_SGDBase):
-    """The system and scikit-learn fitted in one process (scikit-learn first)."""
+    """The system and scikit-learn fitted in one process (scikit-learn first); the
+    in-memory training data is loaded once for both."""
 
     def setup(self, cached, system):
-        data = self._data(cached)
-        self.sklearn = SGDCase("sklearn", data, SGD_EPOCHS)
+        self.data = self._data(cached)
+        self.sklearn = self._runner("sklearn", self.data)
         try:
-            train = (self.sklearn.X, self.sklearn.y) if system == "dmlkit-threads" else None
-            self.case = SGDCase(system, data, SGD_EPOCHS, train=train)
+            self.runner = self._runner(system, self.data)
         except BaseException:
-            self.sklearn.close()
+            self.close_all("sklearn")
             raise
 
     def teardown(self, cached, system):
-        self.case.close()
-        self.sklearn.close()
+        self.close_all("runner", "sklearn")
 
     def track_time_ratio_vs_sklearn(self, cached, system):
         t0 = self.timer()
         ref = self.sklearn.fit()
         t1 = self.timer()
-        model = self.case.fit()
+        model = self.runner.fit()
         t2 = self.timer()
-        acc_ref = self.sklearn.test_accuracy(ref)
-        acc = self.case.test_accuracy(model)
+        acc_ref = sgd.test_accuracy(ref, self.data)
+        acc = sgd.test_accuracy(model, self.data)
         reached = "reaches" if acc >= acc_ref - ACCURACY_TOLERANCE else "does NOT reach"
         print(f"{system}: {t2 - t1:.3g}s accuracy {acc:.4f}; sklearn {t1 - t0:.3g}s accuracy "
               f"{acc_ref:.4f}: {reached} sklearn's accuracy - {ACCURACY_TOLERANCE}",
@@ -126,25 +122,25 @@ class _SGDRatio(_SGDBase):
 
 
 class _Dense:
-    params = (list(SGD_SYSTEMS),)
+    params = (list(sgd.SYSTEMS),)
     param_names = ["system"]
 
     def setup_cache(self):
-        return make_classification_files(N_ROWS, SGD_FEATURES, SGD_TEST_ROWS)
+        return data.make_classification_files(N_ROWS, SGD_FEATURES, SGD_TEST_ROWS)
 
     def _data(self, cached):
-        return DenseSGDData(cached, SGD_BLOCK_ROWS)
+        return data.ClassificationData(cached, SGD_BLOCK_ROWS)
 
 
 class _Text:
-    params = (list(SGD_SPARSE_SYSTEMS),)
+    params = (list(sgd.SPARSE_SYSTEMS),)
     param_names = ["system"]
 
     def setup_cache(self):
-        return make_text_file(TEXT_DOCS, TEXT_TEST_DOCS)
+        return text.make_text_file(TEXT_DOCS, TEXT_TEST_DOCS)
 
     def _data(self, cached):
-        return TextSGDData(cached, TEXT_BLOCK_ROWS)
+        return text.TextData(cached, TEXT_BLOCK_ROWS)
 
 
 class SGDDense(_Dense, _SGDFit):
@@ -154,7 +150,7 @@ class SGDDense(_Dense, _SGDFit):
 class SGDDenseRatio(_Dense, _SGDRatio):
     """Dense make_classification: fit time over scikit-learn's, in one process."""
 
-    params = ([s for s in SGD_SYSTEMS if s != "sklearn"],)
+    params = ([s for s in sgd.SYSTEMS if s != "sklearn"],)
 
 
 class SGDText(_Text, _SGDFit):
@@ -164,4 +160,4 @@ class SGDText(_Text, _SGDFit):
 class SGDTextRatio(_Text, _SGDRatio):
     """Hashed text (CSR): fit time over scikit-learn's, in one process."""
 
-    params = ([s for s in SGD_SPARSE_SYSTEMS if s != "sklearn"],)
+    params = ([s for s in sgd.SPARSE_SYSTEMS if s != "sklearn"],)
