@@ -15,9 +15,9 @@ from sklearn.preprocessing import StandardScaler
 
 import dmlkit
 from dmlkit._core import checkpoint as ckpt
+from dmlkit.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
 from dmlkit.linear_model import _glm_kernels_cpu as cpu
 from dmlkit.linear_model import _glm_kernels_xp as xpk
-from dmlkit.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge
 
 REL = 1e-6  # the bar: objective within 1e-6 relative of scikit-learn's optimum
 TIGHT = dict(tol=1e-10, max_iter=2000)
@@ -162,7 +162,7 @@ def test_ridge_and_least_squares(sparse, solver):
         ref.fit(X.toarray() if sparse else X, y, sample_weight=sw)
         alpha = getattr(ours, "alpha", 0.0)
 
-        def objective(est):
+        def objective(est, alpha=alpha):
             r = y - np.asarray(X @ est.coef_) - est.intercept_
             return sw @ (r * r) + alpha * est.coef_ @ est.coef_
 
