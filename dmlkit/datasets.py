@@ -611,3 +611,268 @@ def make_ratings(n_users=1000, n_items=500, n_ratings=20000, *, rank=8, noise=0.
     U = _user_factors(seed, 0, n_users, rank)
     V = np.array(_item_model(seed, n_items, rank, popularity)[0])
     return df, U, V
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic card transactions with rare fraud
+# --------------------------------------------------------------------------------------
+
+_TRANSACTION_COLUMNS = {"amount": "float64", "hour": "float64", "distance_km": "float64",
+                        "merchant_risk": "float64", "n_last_24h": "int64", "online": "int8",
+                        "foreign": "int8", "is_fraud": "int8"}
+
+
+def _transactions_partition(part, *, seed, fraud_rate):
+    import pandas as pd
+
+    index, start, stop = part
+    n = stop - start
+    rng = np.random.default_rng([seed, index])
+    fraud = rng.random(n) < fraud_rate
+    # Every feature is drawn for both classes and picked by the label, so a row's values
+    # depend only on (seed, block, position), whatever the fraud rate of its neighbours.
+    amount = np.where(fraud, rng.lognormal(4.2, 1.3, n), rng.lognormal(3.4, 1.0, n))
+    day = rng.normal(14.0, 4.0, n)
+    night = rng.normal(2.5, 2.5, n)
+    hour = np.mod(np.where(fraud & (rng.random(n) < 0.5), night, day), 24.0)
+    far = fraud & (rng.random(n) < 0.5)
+    distance = np.where(far, rng.exponential(150.0, n), rng.exponential(12.0, n))
+    risk = np.where(fraud, rng.beta(3.0, 5.0, n), rng.beta(2.0, 8.0, n))
+    n_last = np.where(fraud, rng.poisson(5.0, n), rng.poisson(2.5, n))
+    online = rng.random(n) < np.where(fraud, 0.7, 0.3)
+    foreign = rng.random(n) < np.where(fraud, 0.25, 0.04)
+    return pd.DataFrame({
+        "amount": np.round(amount, 2), "hour": hour, "distance_km": distance,
+        "merchant_risk": risk, "n_last_24h": n_last.astype(np.int64),
+        "online": online.astype(np.int8), "foreign": foreign.astype(np.int8),
+        "is_fraud": fraud.astype(np.int8)}, index=pd.RangeIndex(start, stop))
+
+
+def make_transactions(n_samples=100_000, *, fraud_rate=0.002, chunks=100_000,
+                      random_state=0):
+    """Synthetic card transactions with rare fraud, as a lazy dask DataFrame.
+
+    A benchmark for imbalanced classification: every row is a transaction, fraudulent
+    (``is_fraud == 1``) with probability ``fraud_rate``, independently.  The features of
+    a fraudulent transaction are drawn from other distributions than a legitimate one's,
+    overlapping enough that no feature gives fraud away alone:
+
+    ============= ======= ============================================ ==================
+    column        dtype   legitimate                                   fraudulent
+    ============= ======= ============================================ ==================
+    amount        float64 lognormal(3.4, 1.0) (median ~30), cents      lognormal(4.2, 1.3)
+    hour          float64 N(14, 4) mod 24 (daytime)                    half of them N(2.5,
+                                                                       2.5) mod 24 (night)
+    distance_km   float64 exponential, mean 12                         half: mean 150
+    merchant_risk float64 beta(2, 8)                                   beta(3, 5)
+    n_last_24h    int64   Poisson(2.5): the card's recent transactions Poisson(5)
+    online        int8    1 with probability 0.3                       0.7
+    foreign       int8    1 with probability 0.04                      0.25
+    is_fraud      int8    0                                            1
+    ============= ======= ============================================ ==================
+
+    ``hour`` is cyclic and ``amount`` and ``distance_km`` are heavy-tailed: a linear
+    model does better on features made from them (``log1p``, sine and cosine of the
+    hour), as it would on real data.
+
+    Parameters
+    ----------
+    n_samples : int >= 1
+        Transactions (rows).
+    fraud_rate : float in [0, 1]
+        Probability that a transaction is fraudulent; the observed rate is binomial
+        around it (standard deviation ``sqrt(fraud_rate * (1 - fraud_rate) /
+        n_samples)``).
+    chunks : int >= 1
+        Rows per partition (the last one may be shorter).
+    random_state : None, int >= 0, numpy Generator or RandomState
+        Seed. Partition i is drawn from ``np.random.default_rng([seed, i])`` alone, so a
+        partition is the same whichever scheduler computes it, whether or not the others
+        are computed, and a lost partition is regenerated identically.  None (or a
+        generator) draws one seed at call time; the collection is still the same data
+        each time it is computed.
+
+    Returns
+    -------
+    df : dask.dataframe.DataFrame
+        ``ceil(n_samples / chunks)`` partitions with the columns above; the index is the
+        row number (int64, 0 to n_samples - 1) with known divisions.
+
+    Examples
+    --------
+    >>> from dmlkit.datasets import make_transactions
+    >>> df = make_transactions(10_000, fraud_rate=0.01, chunks=5_000, random_state=0)
+    >>> df.npartitions, list(df.columns)[-1]
+    (2, 'is_fraud')
+    """
+    import dask.dataframe as dd
+    import pandas as pd
+
+    n_samples = _check_int("n_samples", n_samples)
+    chunks = _check_int("chunks", chunks)
+    if (isinstance(fraud_rate, bool) or not isinstance(fraud_rate, numbers.Real)
+            or not 0 <= fraud_rate <= 1):
+        raise ValueError(f"fraud_rate must be a number between 0 and 1, got {fraud_rate!r}.")
+    seed = _seed_of(random_state)
+    bounds = list(range(0, n_samples, chunks)) + [n_samples]
+    parts = [(i, start, stop)
+             for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    meta = pd.DataFrame({c: np.empty(0, dtype=t) for c, t in _TRANSACTION_COLUMNS.items()},
+                        index=pd.RangeIndex(0))
+    return dd.from_map(_transactions_partition, parts, meta=meta,
+                       divisions=(*bounds[:-1], n_samples - 1), label="make-transactions",
+                       seed=seed, fraud_rate=float(fraud_rate))
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic documents from planted topics
+# --------------------------------------------------------------------------------------
+
+_CONSONANTS = np.array(list("bdfgklmnprstvz"))
+_VOWELS = np.array(list("aeiou"))
+
+
+@functools.lru_cache(maxsize=4)
+def _topic_model(seed, n_topics, n_words, words_per_topic):
+    """The vocabulary (pseudo-words of 2 to 4 consonant-vowel syllables, distinct), the
+    background word weights (Zipf, in a random order) and each topic's word ids."""
+    rng = np.random.default_rng([seed, _FACTOR_STREAM, 3])
+    n_syllables = _CONSONANTS.size * _VOWELS.size
+    syllables = np.char.add(np.repeat(_CONSONANTS, _VOWELS.size), np.tile(_VOWELS,
+                                                                          _CONSONANTS.size))
+    sizes = [n_syllables ** k for k in (2, 3, 4)]
+    codes = np.sort(rng.choice(sum(sizes), n_words, replace=False))
+    words = []
+    for code in codes.tolist():
+        length = 2
+        for size in sizes:
+            if code < size:
+                break
+            code -= size
+            length += 1
+        parts = []
+        for _ in range(length):
+            code, s = divmod(code, n_syllables)
+            parts.append(syllables[s])
+        words.append("".join(parts))
+    vocabulary = np.array(rng.permutation(words))
+    background = 1.0 / np.arange(1, n_words + 1)
+    background /= background.sum()
+    topics = rng.permutation(n_words)[:n_topics * words_per_topic]
+    topics = topics.reshape(n_topics, words_per_topic)
+    for a in (vocabulary, background, topics):
+        a.flags.writeable = False
+    return vocabulary, background, topics
+
+
+def _documents_partition(part, *, seed, n_topics, n_words, words_per_topic, doc_length,
+                         topic_share):
+    import pandas as pd
+
+    index, start, stop = part
+    n = stop - start
+    rng = np.random.default_rng([seed, index])
+    vocabulary, background, topics = _topic_model(seed, n_topics, n_words, words_per_topic)
+    label = rng.integers(0, n_topics, n)
+    lengths = 1 + rng.poisson(doc_length - 1, n)
+    doc = np.repeat(np.arange(n), lengths)
+    from_topic = rng.random(doc.size) < topic_share
+    # topic words: the topic's own Zipf law over its words
+    rank_w = 1.0 / np.arange(1, words_per_topic + 1)
+    topic_pick = np.searchsorted(np.cumsum(rank_w) / rank_w.sum(), rng.random(doc.size),
+                                 side="right").clip(max=words_per_topic - 1)
+    background_pick = np.searchsorted(np.cumsum(background), rng.random(doc.size),
+                                      side="right").clip(max=n_words - 1)
+    word = np.where(from_topic, topics[label[doc], topic_pick], background_pick)
+    tokens = vocabulary[word].tolist()
+    ends = np.cumsum(lengths).tolist()
+    text = [" ".join(tokens[e - k:e]) for e, k in zip(ends, lengths.tolist(), strict=True)]
+    return pd.DataFrame({"text": pd.array(text, dtype="string"), "topic": label},
+                        index=pd.RangeIndex(start, stop))
+
+
+def make_documents(n_samples=10_000, *, n_topics=4, n_words=2_000, words_per_topic=50,
+                   doc_length=30, topic_share=0.15, chunks=100_000, random_state=0,
+                   return_topics=False):
+    """Synthetic text documents from planted topics, as a lazy dask DataFrame.
+
+    A benchmark for text classification and clustering that needs no download.  The
+    vocabulary is ``n_words`` distinct pseudo-words (2 to 4 syllables such as "kadomi"),
+    drawn from the seed; every topic owns ``words_per_topic`` of them (the topics' words
+    are disjoint).  A document has one topic, uniform over the ``n_topics``, and
+    ``1 + Poisson(doc_length - 1)`` words; each word is, independently, with probability
+    ``topic_share`` one of its topic's words (Zipf law over them: the topic's first word
+    is the most frequent), and otherwise a background word (Zipf law over the whole
+    vocabulary, the same for every topic: the "stop words" and common words that tell
+    nothing).
+
+    Parameters
+    ----------
+    n_samples : int >= 1
+        Documents (rows).
+    n_topics : int >= 1
+    n_words : int >= n_topics * words_per_topic
+        Size of the vocabulary.
+    words_per_topic : int >= 1
+    doc_length : int >= 1
+        Mean number of words in a document.
+    topic_share : float in [0, 1]
+        Probability that a word comes from the document's topic: 0 makes the topic
+        impossible to tell from the text, 1 makes it easy.
+    chunks : int >= 1
+        Documents per partition (the last one may be shorter).
+    random_state : None, int >= 0, numpy Generator or RandomState
+        Seed.  The vocabulary and the topics come from the seed alone; partition i's
+        documents from ``np.random.default_rng([seed, i])`` alone, so a partition is the
+        same whichever scheduler computes it and a lost one is regenerated identically.
+        None (or a generator) draws one seed at call time; the collection is still the
+        same data each time it is computed.
+    return_topics : bool
+        Also return the topics' words.
+
+    Returns
+    -------
+    df : dask.dataframe.DataFrame
+        ``ceil(n_samples / chunks)`` partitions with columns ``text`` (string: words
+        separated by single spaces) and ``topic`` (int64, 0 to n_topics - 1); the index is
+        the row number with known divisions.
+    topic_words : ndarray of str, shape (n_topics, words_per_topic), only with
+        ``return_topics=True``
+        Row t: topic t's words, the most frequent first.
+
+    Examples
+    --------
+    >>> from dmlkit.datasets import make_documents
+    >>> df, words = make_documents(1_000, n_topics=3, random_state=0, return_topics=True)
+    >>> df.npartitions, words.shape
+    (1, (3, 50))
+    """
+    import dask.dataframe as dd
+    import pandas as pd
+
+    n_samples = _check_int("n_samples", n_samples)
+    n_topics = _check_int("n_topics", n_topics)
+    words_per_topic = _check_int("words_per_topic", words_per_topic)
+    n_words = _check_int("n_words", n_words, minimum=n_topics * words_per_topic)
+    doc_length = _check_int("doc_length", doc_length)
+    chunks = _check_int("chunks", chunks)
+    if (isinstance(topic_share, bool) or not isinstance(topic_share, numbers.Real)
+            or not 0 <= topic_share <= 1):
+        raise ValueError(f"topic_share must be a number between 0 and 1, got "
+                         f"{topic_share!r}.")
+    return_topics = _check_bool("return_topics", return_topics)
+    seed = _seed_of(random_state)
+    bounds = list(range(0, n_samples, chunks)) + [n_samples]
+    parts = [(i, start, stop)
+             for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    meta = pd.DataFrame({"text": pd.array([], dtype="string"),
+                         "topic": np.empty(0, np.int64)}, index=pd.RangeIndex(0))
+    df = dd.from_map(_documents_partition, parts, meta=meta,
+                     divisions=(*bounds[:-1], n_samples - 1), label="make-documents",
+                     seed=seed, n_topics=n_topics, n_words=n_words,
+                     words_per_topic=words_per_topic, doc_length=doc_length,
+                     topic_share=float(topic_share))
+    if not return_topics:
+        return df
+    vocabulary, _, topics = _topic_model(seed, n_topics, n_words, words_per_topic)
+    return df, np.array(vocabulary[topics])

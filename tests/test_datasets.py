@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dmlkit import datasets
-from dmlkit.datasets import load_movielens, make_ratings
+from dmlkit.datasets import load_movielens, make_documents, make_ratings, make_transactions
 
 DTYPES = {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "timestamp": np.int64}
 SHARED_100K = Path("/work/shared/data/movielens-100k")
@@ -298,3 +298,153 @@ def test_load_movielens_bad_blocksize(tmp_path):
     with pytest.raises(ValueError, match="blocksize"):
         load_movielens(tmp_path, blocksize=0)
     assert os.path.exists(tmp_path / "u.data")
+
+
+# ------------------------------------------------------------------------- make_transactions
+
+TRANSACTION_DTYPES = {"amount": np.float64, "hour": np.float64, "distance_km": np.float64,
+                      "merchant_risk": np.float64, "n_last_24h": np.int64, "online": np.int8,
+                      "foreign": np.int8, "is_fraud": np.int8}
+
+
+def test_make_transactions_shape_and_chunks():
+    df = make_transactions(10_500, chunks=4_000, random_state=0)
+    assert dict(df.dtypes) == TRANSACTION_DTYPES
+    assert df.npartitions == 3 and df.divisions == (0, 4_000, 8_000, 10_499)
+    parts = [df.get_partition(i).compute() for i in range(3)]
+    assert [len(p) for p in parts] == [4_000, 4_000, 2_500]
+    whole = df.compute()
+    assert dict(whole.dtypes) == TRANSACTION_DTYPES
+    np.testing.assert_array_equal(whole.index, np.arange(10_500))
+    assert whole.amount.gt(0).all() and whole.distance_km.ge(0).all()
+    assert whole.hour.between(0, 24, inclusive="left").all()
+    assert whole.merchant_risk.between(0, 1).all() and whole.n_last_24h.ge(0).all()
+    assert set(whole.online.unique()) == {0, 1} and set(whole.foreign.unique()) <= {0, 1}
+    assert len(make_transactions(7, chunks=100, random_state=0).compute()) == 7
+
+
+@pytest.mark.parametrize("rate", [0.002, 0.05])
+def test_make_transactions_fraud_rate(rate):
+    n = 400_000
+    y = make_transactions(n, fraud_rate=rate, chunks=100_000, random_state=1).is_fraud
+    observed = y.mean().compute()
+    assert abs(observed - rate) < 4 * (rate * (1 - rate) / n) ** 0.5
+    assert make_transactions(1_000, fraud_rate=0).is_fraud.sum().compute() == 0
+    assert make_transactions(1_000, fraud_rate=1).is_fraud.min().compute() == 1
+
+
+def test_make_transactions_features_tell_fraud():
+    df = make_transactions(200_000, fraud_rate=0.05, random_state=2).compute()
+    fraud, legit = df[df.is_fraud == 1], df[df.is_fraud == 0]
+    assert fraud.amount.median() > 1.5 * legit.amount.median()
+    assert fraud.distance_km.mean() > 3 * legit.distance_km.mean()
+    assert fraud.online.mean() > 2 * legit.online.mean()
+    night = (df.hour < 5) | (df.hour > 22)
+    assert night[df.is_fraud == 1].mean() > 2 * night[df.is_fraud == 0].mean()
+    # no single feature gives fraud away: the most fraudulent-looking legitimate
+    # transactions outnumber the frauds among the largest amounts
+    top = df.nlargest(2_000, "amount")
+    assert 0.1 < top.is_fraud.mean() < 0.9
+
+
+def test_make_transactions_deterministic():
+    kwargs = dict(n_samples=30_000, fraud_rate=0.01, chunks=7_000, random_state=3)
+    with dask.config.set(scheduler="sync"):
+        a = make_transactions(**kwargs).compute()
+    with dask.config.set(scheduler="threads"):
+        b = make_transactions(**kwargs).compute()
+    pd.testing.assert_frame_equal(a, b)
+    alone = make_transactions(**kwargs).partitions[2].compute()   # computed alone
+    pd.testing.assert_frame_equal(alone, a.iloc[14_000:21_000])
+    # a block depends on its index, not on the others: the same rows with a longer tail
+    longer = make_transactions(**{**kwargs, "n_samples": 50_000}).compute()
+    pd.testing.assert_frame_equal(longer.iloc[:28_000], a.iloc[:28_000])
+    other = make_transactions(**{**kwargs, "random_state": 4}).compute()
+    assert not np.array_equal(other.amount, a.amount)
+    df = make_transactions(1_000, random_state=None)
+    pd.testing.assert_frame_equal(df.compute(), df.compute(scheduler="threads"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_samples=0), "n_samples"),
+    (dict(chunks=0), "chunks"),
+    (dict(chunks=2.5), "chunks"),
+    (dict(fraud_rate=1.5), "fraud_rate"),
+    (dict(fraud_rate=-0.1), "fraud_rate"),
+    (dict(fraud_rate=float("nan")), "fraud_rate"),
+    (dict(fraud_rate=True), "fraud_rate"),
+    (dict(random_state=-1), "random_state"),
+])
+def test_make_transactions_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_transactions(**kwargs)
+
+
+# --------------------------------------------------------------------------- make_documents
+
+def test_make_documents_shape_and_chunks():
+    df, words = make_documents(2_500, n_topics=3, words_per_topic=20, n_words=500,
+                               doc_length=12, chunks=1_000, random_state=0,
+                               return_topics=True)
+    assert list(df.columns) == ["text", "topic"] and df.topic.dtype == np.int64
+    assert df.npartitions == 3 and df.divisions == (0, 1_000, 2_000, 2_499)
+    docs = df.compute()
+    assert [len(df.get_partition(i).compute()) for i in range(3)] == [1_000, 1_000, 500]
+    np.testing.assert_array_equal(docs.index, np.arange(2_500))
+    assert set(docs.topic.unique()) == {0, 1, 2}
+    assert words.shape == (3, 20) and len(set(words.ravel())) == 60   # disjoint topics
+    tokens = docs.text.str.split()
+    lengths = tokens.str.len()
+    assert lengths.min() >= 1 and abs(lengths.mean() - 12) < 0.3
+    vocabulary = set(tokens.explode())
+    assert len(vocabulary) <= 500 and set(words.ravel()) <= vocabulary
+    assert all(w.isalpha() and w.islower() and 4 <= len(w) <= 8 for w in vocabulary)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_make_documents_topic_share(share):
+    df, words = make_documents(3_000, n_topics=4, topic_share=share, random_state=1,
+                               return_topics=True)
+    docs = df.compute()
+    owner = {w: t for t, row in enumerate(words) for w in row}
+    own = other = total = 0
+    for text, topic in zip(docs.text, docs.topic, strict=True):
+        for w in text.split():
+            t = owner.get(w)
+            total += 1
+            own += t == topic
+            other += t is not None and t != topic
+    own, other = own / total, other / total / 3    # the share of one other topic
+    # the background law also picks topic words, equally for every topic
+    assert abs(own - other - share) < 0.02
+    if share == 1.0:
+        assert other == 0
+
+
+def test_make_documents_deterministic():
+    kwargs = dict(n_samples=5_000, chunks=2_000, random_state=5)
+    with dask.config.set(scheduler="sync"):
+        a = make_documents(**kwargs).compute()
+    b = make_documents(**kwargs).compute(scheduler="threads")
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(make_documents(**kwargs).partitions[1].compute(),
+                                  a.iloc[2_000:4_000])
+    _, w1 = make_documents(10, random_state=5, return_topics=True)
+    _, w2 = make_documents(10_000, chunks=10, random_state=5, return_topics=True)
+    np.testing.assert_array_equal(w1, w2)       # the topics depend on the seed only
+    other = make_documents(**{**kwargs, "random_state": 6}).compute()
+    assert not a.text.equals(other.text)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_samples=0), "n_samples"),
+    (dict(n_topics=0), "n_topics"),
+    (dict(n_topics=10, words_per_topic=50, n_words=400), "n_words"),
+    (dict(doc_length=0), "doc_length"),
+    (dict(topic_share=1.5), "topic_share"),
+    (dict(chunks=-1), "chunks"),
+    (dict(return_topics="yes"), "return_topics"),
+])
+def test_make_documents_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_documents(**kwargs)
