@@ -327,37 +327,54 @@ class _GLMRegressor(RegressorMixin, _GLM):
 
     @placed
     def predict(self, X):
+        """Predicted targets, ``X @ coef_ + intercept_`` (dask in, dask out)."""
         d = self._decision(X)
         return d[:, 0]
 
 
 _DMLKIT_DOC = """
+    Other Parameters
+    ----------------
     cache : {'auto', True, False}, default='auto'
         Persist the input blocks on the cluster (keeping lineage) or stream them from
         their source every pass.
     checkpoint : str, path or None, default=None
         A folder (local path or fsspec URL) where ``fit`` saves the solver's state
         every ``checkpoint_interval`` iterations; a fit whose checkpoint is there
-        resumes from it bit for bit (see the docs' "Checkpoints and resume").
+        resumes from it bit for bit (see the user guide's "Checkpoints and resume").
     checkpoint_interval : int, default=1
         Iterations between checkpoint saves.
     verbose : int, default=0
-        A progress bar and per-iteration objective.
+        A progress bar with the objective, the largest gradient component and the
+        passes so far.
 
-    Attributes (beyond scikit-learn's)
-    ----------------------------------
-    n_iter_ : int (ndarray of shape (1,) for LogisticRegression, as scikit-learn)
+    Attributes
+    ----------
+    coef_ : ndarray
+        The coefficients: shape (n_features,) for a regressor, (1, n_features) for a
+        binary and (n_classes, n_features) for a multinomial classifier.
+    intercept_ : float or ndarray
+        The intercept (0 when ``fit_intercept=False``).
+    n_iter_ : int, or ndarray of shape (1,) for LogisticRegression
         Solver iterations (1 for an exact least-squares solve).
     n_passes_ : int
-        Passes over the data, line-search trials included.
+        Passes over the data, line-search trials included (not the classifier's pass
+        that finds its labels).
     converged_ : bool
-        Whether the solver met ``tol`` (or could no longer lower the objective).
+        Whether the solver stopped on ``tol`` or on a relative decrease of the
+        objective below 64 machine epsilons (as scikit-learn's lbfgs), not on
+        ``max_iter`` or a failed line search.
     objective_ : float
-        The final value of the normalised objective (see the module's notes).
+        The final normalised objective, ``(1/S) sum s loss + l2/2 ||W||^2 + l1 ||W||_1``
+        with ``S`` the sum of the row weights.
     solver_ : str
         The solver that ran: 'lbfgs', 'owlqn' or 'cholesky'.
     resumed_from_iter_ : int
         Iterations the last fit resumed from a checkpoint; 0 for a fresh start.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of str
+        Column names of a dataframe X, when it had them.
 """
 
 _LSQ_CONSTRAINTS = {
@@ -590,7 +607,9 @@ class LogisticRegression(ClassifierMixin, _GLM):
         Start from the last fit's ``coef_`` and ``intercept_``.
     n_jobs : None
         Accepted for scikit-learn's API; dask gives the parallelism.
-""" + _DMLKIT_DOC
+""" + _DMLKIT_DOC + """    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+"""
 
     _parameter_constraints = {
         "penalty": [StrOptions({"l1", "l2", "elasticnet"}), None],
@@ -695,11 +714,14 @@ class LogisticRegression(ClassifierMixin, _GLM):
 
     @placed
     def decision_function(self, X):
+        """``X @ coef_.T + intercept_``: shape (n,) for a binary model, (n, n_classes)
+        for a multinomial one (dask in, dask out)."""
         d = self._decision(X)
         return d[:, 0] if d.shape[1] == 1 else d
 
     @placed
     def predict(self, X):
+        """The most probable class of every row."""
         d = self.decision_function(X)
         idx = (d > 0).astype(np.intp) if d.ndim == 1 else d.argmax(axis=1)
         if isinstance(idx, da.Array):
@@ -718,6 +740,7 @@ class LogisticRegression(ClassifierMixin, _GLM):
 
     @placed
     def predict_log_proba(self, X):
+        """The logarithm of :meth:`predict_proba`."""
         p = self.predict_proba(X)
         return da.log(p) if isinstance(p, da.Array) else np.log(p)
 
