@@ -45,10 +45,11 @@ def label_counts(blocks):
     """Distinct labels of y (sorted) and their counts, in one pass (dask or in-memory y):
     each block counts its own labels, the client merges the small tables."""
     y = blocks.y
-    if not blocks.lazy:
-        return np.unique(compute(y)[0], return_counts=True)
     count = dask.delayed(_block_label_counts, pure=True)
-    parts = compute(*[count(b) for b in y.to_delayed().ravel()])
+    if not blocks.lazy:  # one table from the whole array (hashing: no sort of y)
+        parts = [_block_label_counts(compute(y)[0])]
+    else:
+        parts = compute(*[count(b) for b in y.to_delayed().ravel()])
     labels, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
     counts = np.bincount(inverse.ravel(), weights=np.concatenate([p[1] for p in parts]))
     return labels, counts.astype(np.int64)

@@ -22,6 +22,7 @@ l1 ||W||_1`` (the intercept is not penalised):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from numbers import Integral, Real
 
@@ -54,11 +55,11 @@ def _targets_weights(y, w, spec):
     """A block's targets (n, 1) float64 and row weights (n,) float64, class weights
     folded in; checks y (NaN, Poisson's range) as the pass reads it."""
     y = np.asarray(to_numpy(y))
-    classes = spec["classes"]
     codes = None
-    if classes is not None:
-        codes = np.searchsorted(classes, y)
-        Y = (codes == 1 if spec["loss"] == "binomial" else codes).astype(np.float64)
+    if spec["classes"] is not None:  # y holds class codes already (_encode_labels)
+        Y = y
+        if spec["class_weight"] is not None:
+            codes = y.astype(np.intp)
     else:
         Y = np.asarray(y, dtype=np.float64)
         if not np.isfinite(Y).all():
@@ -70,6 +71,12 @@ def _targets_weights(y, w, spec):
     if spec["class_weight"] is not None:
         sw = sw * spec["class_weight"][codes]
     return Y.reshape(Y.shape[0], -1), sw
+
+
+def _encode_labels(y, classes):
+    """A block's labels as their codes in ``classes`` (float64: the kernels' targets;
+    for two classes, 0/1 is the binomial loss's y)."""
+    return np.searchsorted(classes, np.asarray(to_numpy(y))).astype(np.float64)
 
 
 def _loss_grad_task(x, w, offset, y, spec, W, b, n_threads=1):
@@ -115,7 +122,7 @@ class _GLM(BaseEstimator):
     def _setup(self, blocks, backend):
         spec = {"loss": self._loss, "classes": None, "class_weight": None,
                 "backend": backend}
-        return spec, 1, {}
+        return blocks, spec, 1, {}
 
     def _penalty(self, S):
         """(l2, l1) strengths of the normalised objective for row-weight sum S."""
@@ -147,7 +154,7 @@ class _GLM(BaseEstimator):
         blocks = to_row_blocks(X, estimator=self, sample_weight=sample_weight, y=y,
                                finite_check="caller", accept_sparse=True)
         backend = backend_of(blocks.X._meta)
-        spec, n_models, fingerprint = self._setup(blocks, backend)
+        blocks, spec, n_models, fingerprint = self._setup(blocks, backend)
         d = blocks.n_features
         W0, b0 = self._start(n_models, d)
         fingerprint["starting model"] = np.concatenate([W0.ravel(), b0])
@@ -697,7 +704,12 @@ class LogisticRegression(ClassifierMixin, _GLM):
         self._loss = loss
         spec = {"loss": loss, "classes": labels, "class_weight": weights, "backend": backend}
         fingerprint = {"classes": labels, "class weights": weights}
-        return spec, 1 if len(labels) == 2 else len(labels), fingerprint
+        # every pass reads the labels' codes, encoded once per block (kept with the
+        # blocks when they are cached, recomputed with them when streamed)
+        codes = blocks.y.map_blocks(_encode_labels, labels, dtype=np.float64,
+                                    meta=np.empty((0,), np.float64))
+        blocks = dataclasses.replace(blocks, y=codes)
+        return blocks, spec, 1 if len(labels) == 2 else len(labels), fingerprint
 
     def _set_model(self, W, b, dtype, n_iter):
         super()._set_model(W, b, dtype, n_iter)

@@ -35,19 +35,17 @@ GRAM_TILE = 2048  # rows per BLAS call of gram_block
 
 
 @numba.njit(nogil=True, cache=True)
-def _log1pexp(z):
-    # log(1 + exp(z)) without overflow
-    if z > 0.0:
-        return z + math.log1p(math.exp(-z))
-    return math.log1p(math.exp(z))
-
-
-@numba.njit(nogil=True, cache=True)
-def _expit(z):
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+def _pointwise1(loss_id, z, y):
+    # one model's (loss, dloss/dz) at raw prediction z (squared, binomial, poisson)
+    if loss_id == SQUARED:
+        r = z - y
+        return 0.5 * r * r, r
+    if loss_id == BINOMIAL:
+        # log(1 + exp(z)) - y z and its derivative expit(z) - y, from one exp
+        e = math.exp(-abs(z))
+        return max(z, 0.0) + math.log1p(e) - y * z, (1.0 if z >= 0.0 else e) / (1.0 + e) - y
+    mu = math.exp(z)  # poisson
+    return mu - y * z, mu - y
 
 
 @numba.njit(nogil=True, cache=True)
@@ -62,17 +60,9 @@ def _pointwise(loss_id, raw, Y, i, g):
             g[k] = r
             loss += 0.5 * r * r
         return loss
-    if loss_id == BINOMIAL:
-        z = raw[0]
-        y = Y[i, 0]
-        g[0] = _expit(z) - y
-        return _log1pexp(z) - y * z
-    if loss_id == POISSON:
-        z = raw[0]
-        y = Y[i, 0]
-        mu = math.exp(z)
-        g[0] = mu - y
-        return mu - y * z
+    if loss_id == BINOMIAL or loss_id == POISSON:
+        loss, g[0] = _pointwise1(loss_id, raw[0], Y[i, 0])
+        return loss
     # multinomial: logsumexp(raw) - raw[y]
     m = raw[0]
     for k in range(1, K):
@@ -92,27 +82,54 @@ def _pointwise(loss_id, raw, Y, i, g):
 def _loss_grad(X, Y, sw, W, b, loss_id, n_chunks):
     # IN  X (n, d) C-contiguous; Y (n, T) float64; sw (n,) float64; W (K, d), b (K,)
     # OUT loss = sum s * loss, grad W (K, d), grad b (K,), all float64
+    # Each row is read once: its K dot products, its loss and derivatives, then its
+    # share of the gradient (rows of W and of the gradient as 1-d views: the loops
+    # over features vectorise).
     n, d = X.shape
     K = W.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
     G = np.zeros((n_chunks, K, d))
     Gb = np.zeros((n_chunks, K))
     L = np.zeros(n_chunks)
+    if K == 1 and loss_id != MULTINOMIAL:  # one model: scalars, nothing else per row
+        w, b0 = W[0], b[0]
+        for c in prange(n_chunks):
+            gr = G[c, 0]
+            lc, gbc = 0.0, 0.0
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                x = X[i]
+                z = 0.0
+                for f in range(d):
+                    z += w[f] * x[f]
+                loss, gz = _pointwise1(loss_id, z + b0, Y[i, 0])
+                s = sw[i]
+                lc += s * loss
+                gk = s * gz
+                gbc += gk
+                for f in range(d):
+                    gr[f] += gk * x[f]
+            L[c] = lc
+            Gb[c, 0] = gbc
+        return L.sum(), G.sum(axis=0), Gb.sum(axis=0)
     for c in prange(n_chunks):
         raw = np.empty(K)
         g = np.empty(K)
+        Gc = G[c]
         for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            x = X[i]
             for k in range(K):
+                w = W[k]
                 s = 0.0
                 for f in range(d):
-                    s += W[k, f] * X[i, f]
+                    s += w[f] * x[f]
                 raw[k] = s + b[k]
             L[c] += sw[i] * _pointwise(loss_id, raw, Y, i, g)
             for k in range(K):
                 gk = sw[i] * g[k]
                 Gb[c, k] += gk
+                gr = Gc[k]
                 for f in range(d):
-                    G[c, k, f] += gk * X[i, f]
+                    gr[f] += gk * x[f]
     out, out_b, loss = np.zeros((K, d)), np.zeros(K), 0.0
     for c in range(n_chunks):
         out += G[c]
