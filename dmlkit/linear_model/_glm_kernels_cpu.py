@@ -78,6 +78,17 @@ def _pointwise(loss_id, raw, Y, i, g):
     return lse - raw[code]
 
 
+@numba.njit(nogil=True, cache=True)
+def _chunk_sums(L, G, Gb):
+    # the chunks' partial sums added in chunk order
+    loss, out, out_b = 0.0, np.zeros(G.shape[1:]), np.zeros(Gb.shape[1])
+    for c in range(L.shape[0]):
+        loss += L[c]
+        out += G[c]
+        out_b += Gb[c]
+    return loss, out, out_b
+
+
 @block_kernel(fastmath=FAST_FLAGS)
 def _loss_grad(X, Y, sw, W, b, loss_id, n_chunks):
     # IN  X (n, d) C-contiguous; Y (n, T) float64; sw (n,) float64; W (K, d), b (K,)
@@ -110,7 +121,7 @@ def _loss_grad(X, Y, sw, W, b, loss_id, n_chunks):
                     gr[f] += gk * x[f]
             L[c] = lc
             Gb[c, 0] = gbc
-        return L.sum(), G.sum(axis=0), Gb.sum(axis=0)
+        return _chunk_sums(L, G, Gb)
     for c in prange(n_chunks):
         raw = np.empty(K)
         g = np.empty(K)
@@ -148,6 +159,26 @@ def _loss_grad_csr(data, indices, indptr, Y, sw, WT, b, loss_id, n_chunks):
     G = np.zeros((n_chunks, d, K))
     Gb = np.zeros((n_chunks, K))
     L = np.zeros(n_chunks)
+    if K == 1 and loss_id != MULTINOMIAL:  # one model: scalars, nothing else per value
+        w, b0 = WT[:, 0], b[0]
+        for c in prange(n_chunks):
+            gr = G[c, :, 0]
+            lc, gbc = 0.0, 0.0
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                lo, hi = indptr[i], indptr[i + 1]
+                z = 0.0
+                for p in range(lo, hi):
+                    z += np.float64(data[p]) * w[indices[p]]
+                loss, gz = _pointwise1(loss_id, z + b0, Y[i, 0])
+                s = sw[i]
+                lc += s * loss
+                gk = s * gz
+                gbc += gk
+                for p in range(lo, hi):
+                    gr[indices[p]] += gk * np.float64(data[p])
+            L[c] = lc
+            Gb[c, 0] = gbc
+        return _chunk_sums(L, G, Gb)
     for c in prange(n_chunks):
         raw = np.empty(K)
         g = np.empty(K)
@@ -190,7 +221,11 @@ def loss_grad_block(X, Y, sw, W, b, loss_id, n_threads=1):
     K, d = W.shape
     if sp.issparse(X):
         data, indices, indptr = csr_arrays(X)
-        nc = n_chunks_for(X.shape[0], 8 * K * (d + 1))
+        # every chunk zeroes and adds a gradient of d x K: for many features, fewer
+        # chunks (a gradient's bytes per eighth of the block's stored values, 2 at least)
+        state = 8 * K * (d + 1)
+        nc = n_chunks_for(X.shape[0], state,
+                          budget=max(2 * state, (data.nbytes + indices.nbytes) // 8))
         loss, gt, gb = _loss_grad_csr(data, indices, indptr, Y, sw,
                                       np.ascontiguousarray(W.T), b, loss_id, nc,
                                       n_threads=_threads(n_threads, nc))
