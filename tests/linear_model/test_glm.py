@@ -268,11 +268,14 @@ def test_kernels_run_on_array_api_strict():
         np.testing.assert_allclose(np.asarray(a), r, rtol=1e-10, atol=1e-9)
 
 
-def test_kernel_bits_do_not_depend_on_threads():
+@pytest.mark.parametrize("loss, K", [("multinomial", 3), ("binomial", 1)])
+@pytest.mark.parametrize("form", ["float64", "float32", "csr"])
+def test_kernel_bits_do_not_depend_on_threads(loss, K, form):
     rng = np.random.default_rng(4)
-    X, Y, sw, W, b = _kernel_case("multinomial", 3, rng, n=40_000)
-    one = cpu.loss_grad_block(X, Y, sw, W, b, cpu.MULTINOMIAL, n_threads=1)
-    two = cpu.loss_grad_block(X, Y, sw, W, b, cpu.MULTINOMIAL, n_threads=2)
+    X, Y, sw, W, b = _kernel_case(loss, K, rng, n=40_000)
+    X = {"float64": X, "float32": X.astype(np.float32), "csr": sp.csr_matrix(X)}[form]
+    one = cpu.loss_grad_block(X, Y, sw, W, b, cpu.LOSS_IDS[loss], n_threads=1)
+    two = cpu.loss_grad_block(X, Y, sw, W, b, cpu.LOSS_IDS[loss], n_threads=2)
     for a, c in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, c)
 
