@@ -68,11 +68,16 @@ def main(argv=None):
 
     def info(name, model):
         gap = (glm.objective(model, X, y, args.C) - f_star) / abs(f_star)
-        return {"gap": gap, "n_iter": int(max(getattr(model, "n_iter_", [-1]) or [-1])),
+        return {"gap": f"{gap:.1e}", "n_iter": int(max(getattr(model, "n_iter_", [-1]) or [-1])),
                 "passes": getattr(model, "n_passes_", "")}
 
     with compare.Comparison(glm.SYSTEMS, args.systems, glm.GLMSettings(args.C, args.tol),
                             d, info=info) as c:
+        for name, runner in c.runners.items():
+            if runner.uses_cluster:
+                print(f"{name}: blocks per worker "
+                      f"{sorted(c.cluster.placement(runner.X).values())}")
+                break
         results, _ = c.rounds(args.repeats, once=("dask-ml",))
     print(f"\nfastest fit of each system ({args.repeats} interleaved round(s)):")
     times = compare.summary(results, glm.SYSTEMS, stat="min")
