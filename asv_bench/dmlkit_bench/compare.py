@@ -34,6 +34,28 @@ def _version(module):
         return f"{module} not installed"
 
 
+def cpu_line() -> str:
+    """The CPU model and its widest x86 vector extension (AVX-512, AVX2...), as Linux's
+    /proc/cpuinfo says; the figures of a kernel bound by SIMD width differ between them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    simd = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                         ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+                 if flag in flags), "unknown SIMD")
+    return f"cpu: {model}, {simd}"
+
+
 def print_versions(extra=(), java=False, file=None):
     """Python, the machine (CPUs, memory, load), dmlkit and its stack, ``extra`` modules
     (e.g. ``("implicit", "sklearnex")``), Java's version, and the BLAS/OpenMP pools."""
@@ -52,6 +74,7 @@ def print_versions(extra=(), java=False, file=None):
     print(f"python {platform.python_version()}  ({platform.platform()})", file=file)
     print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB "
           f"RAM, load average {load_average()}", file=file)
+    print(cpu_line(), file=file)
     mods = ["dmlkit", "sklearn", "dask_ml", "dask", "distributed", *extra]
     print(" | ".join(_version(m) for m in mods), file=file)
     print(f"numpy {np.__version__} | {_version('scipy')} | {_version('pandas')} | numba "
