@@ -125,10 +125,13 @@ def solve_rows(M, Y, reg, implicit=False, alpha=1.0):
     return out
 
 
-def reference_als_wr(M, X, Y, reg, iterations):
+def reference_als_wr(M, X, Y, reg, iterations, first="users"):
     for _ in range(iterations):
-        X = solve_rows(M, Y, reg)
+        if first == "users":
+            X = solve_rows(M, Y, reg)
         Y = solve_rows(M.T.tocsr(), X, reg)
+        if first == "items":
+            X = solve_rows(M, Y, reg)
     return X, Y
 
 
@@ -212,8 +215,11 @@ def test_training_loss_is_the_documented_objective(ratings, implicit_ratings, im
 
 
 # ------------------------------------------------------------------ NumPy reference
-def test_explicit_matches_a_dense_numpy_als_wr(ratings):
-    m = als(iterations=3, regularization=0.05).fit(ratings)
+@pytest.mark.parametrize("order", ["auto", "users", "items"])
+def test_explicit_matches_a_dense_numpy_als_wr(ratings, order):
+    m = als(iterations=3, regularization=0.05, solve_order=order).fit(ratings)
+    # 'auto': the side with fewer rows first, here the items (300 users x 150 items)
+    assert m.solve_order_ == ("items" if order == "auto" else order)
     M = dense(ratings, N_USERS, N_ITEMS, *codes(m, ratings))
     # the same start: the estimator's own initial factors (unit-norm Gaussian rows)
     X0, Y0 = m._init_factors(N_USERS, N_ITEMS, K, np.float64)
@@ -221,23 +227,29 @@ def test_explicit_matches_a_dense_numpy_als_wr(ratings):
     # one stream per side: the items' start does not depend on the number of users
     np.testing.assert_array_equal(m._init_factors(7, N_ITEMS, K, np.float64)[1], Y0)
     assert not np.array_equal(X0[:N_ITEMS], Y0)
-    X, Y = reference_als_wr(M, X0, Y0, 0.05, 3)
+    X, Y = reference_als_wr(M, X0, Y0, 0.05, 3, first=m.solve_order_)
     np.testing.assert_allclose(m.user_factors_, X, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(m.item_factors_, Y, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("order", ["users", "items"])
 @pytest.mark.parametrize("implicit", [False, True])
-def test_last_half_step_is_an_exact_solve(ratings, implicit_ratings, implicit):
-    # items are solved last, against the final user factors: a fresh np.linalg.solve of
-    # every item's system (YᵢᵀYᵢ + reg nᵢ I for explicit) gives item_factors_ again.
-    # Implicit uses 3 CG steps per half-iteration, so there it is exact only with
-    # cg_steps >= factors (CG converges in at most k steps).
+def test_last_half_step_is_an_exact_solve(ratings, implicit_ratings, implicit, order):
+    # the side solved second is solved last, against the other side's final factors: a
+    # fresh np.linalg.solve of every row's system (YᵢᵀYᵢ + reg nᵢ I for explicit) gives
+    # its factors again.  Implicit uses 3 CG steps per half-iteration, so there it is
+    # exact only with cg_steps >= factors (CG converges in at most k steps).
     data = implicit_ratings if implicit else ratings
     m = als(iterations=4, implicit=implicit, alpha=2.0, regularization=0.05,
-            cg_steps=K).fit(data)
-    Mt = dense(data, N_USERS, N_ITEMS, *codes(m, data)).T.tocsr()
-    want = solve_rows(Mt, m.user_factors_, 0.05, implicit=implicit, alpha=2.0)
-    np.testing.assert_allclose(m.item_factors_, want, rtol=1e-6, atol=1e-9)
+            cg_steps=K, solve_order=order).fit(data)
+    M = dense(data, N_USERS, N_ITEMS, *codes(m, data))
+    if order == "users":
+        got, want = m.item_factors_, solve_rows(M.T.tocsr(), m.user_factors_, 0.05,
+                                                implicit=implicit, alpha=2.0)
+    else:
+        got, want = m.user_factors_, solve_rows(M, m.item_factors_, 0.05,
+                                                implicit=implicit, alpha=2.0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
 
 
 # ------------------------------------------------------------------ determinism
@@ -857,3 +869,22 @@ def test_parquet_source_cache_and_tiny_blocks_give_the_same_bits(ratings, tmp_pa
         same_factors(ref, als(cache=False, **kw).fit(source))
     recs = streamed.recommend_all(n=3).compute()
     assert len(recs) == 3 * N_USERS
+
+
+# ------------------------------------------------------------------ solve order
+@pytest.mark.parametrize("implicit", [False, True])
+def test_solve_order_auto_follows_the_shape_and_the_feedback(ratings, implicit_ratings,
+                                                             implicit):
+    # explicit: the side with fewer rows first (300 users x 150 items: the items; the
+    # transposed copy: its users, the same physical side); implicit: always the items
+    data = implicit_ratings if implicit else ratings
+    flipped = data.rename(columns={U: I, I: U})[[U, I] + ([R] if R in data else [])]
+    for frame, want in ((data, "items"), (flipped, "items" if implicit else "users")):
+        m = als(implicit=implicit, iterations=2).fit(frame)
+        assert m.solve_order_ == want
+        same_factors(m, als(implicit=implicit, iterations=2, solve_order=want).fit(frame))
+        other = "users" if want == "items" else "items"
+        assert not np.array_equal(
+            m.user_factors_, als(implicit=implicit, iterations=2,
+                                 solve_order=other).fit(frame).user_factors_)
+    assert ALS._first_side(10, 10, False) == "user"  # a tie keeps users first

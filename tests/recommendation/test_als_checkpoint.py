@@ -163,6 +163,32 @@ def test_checkpoint_of_another_fit_is_refused_and_kept(ratings, tmp_path):
         == ITERATIONS
 
 
+@pytest.mark.parametrize("order", ["users", "items"])
+def test_resume_in_either_solve_order_is_bit_identical(ratings, monkeypatch, tmp_path, order):
+    ref = als(solve_order=order).fit(ratings)
+    interrupted_fit(monkeypatch, als(tmp_path, solve_order=order), ratings, 2)
+    resumed = als(tmp_path, solve_order=order).fit(ratings)
+    assert resumed.resumed_from_iter_ == 2 and resumed.solve_order_ == order
+    assert_same_model(ref, resumed)
+
+
+def test_checkpoint_of_another_solve_order_is_refused(ratings, tmp_path):
+    """The side solved first is in the fingerprint: a checkpoint of the other order, or
+    one written before the order was recorded (users first, always), is not resumed."""
+    als(tmp_path, solve_order="users").fit(ratings)
+    before = folder(tmp_path)
+    with pytest.raises(ValueError, match="side solved first: checkpoint has 'user', this fit "
+                                         "has 'item'"):
+        als(tmp_path).fit(ratings)  # 'auto' picks the items here (120 users x 60 items)
+    assert folder(tmp_path) == before
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for key in ("side solved first", "parameter solve_order"):
+        del manifest["fingerprint"][key]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="side solved first: checkpoint has '<absent>'"):
+        als(tmp_path, solve_order="users").fit(ratings)
+
+
 def test_checkpoint_location_is_checked_before_any_pass(ratings, tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setattr(ALS, "_scan", lambda *a: pytest.fail("scanned the ratings"))
