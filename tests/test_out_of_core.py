@@ -247,42 +247,36 @@ def test_streamed_fit_keeps_worker_memory_bounded(ooc_fit):
     assert w.max_process < 0.8 * WORKER_MEMORY
 
 
-def test_sgd_streams_data_three_times_cluster_memory(ooc_fit):
-    """SGD epochs stream the same data: bounded memory, same workers, a sound model."""
-    r = ooc_fit
-    run = r.sgd
+def _assert_streamed_and_bounded(r, run):
+    """A later fit of the fixture streamed its blocks with bounded worker memory (a few
+    blocks managed at most, less than one spilled), on the same workers; returns the
+    estimator and a held-out sample (X, y) to score it on."""
     assert run.error is None, run.error
     assert any("streaming" in m for m in run.messages), run.messages
     w = run.watcher
-    # Bounded: blocks are not accumulated (a few managed at most, less than one spilled).
     assert w.max_spilled < CHUNK_BYTES, f"{w.max_spilled / 2**20:.0f} MiB spilled to disk"
     assert w.max_managed <= 8 * CHUNK_BYTES, f"{w.max_managed / 2**20:.0f} MiB managed"
     assert w.statuses == {"running"}, w.statuses
     assert w.max_process < 0.8 * WORKER_MEMORY
     assert r.after == r.before and r.pids_after == r.pids
-    est = run.est
-    assert est.n_iter_ == 2 and np.isfinite(est.coef_).all()
-    Xs, ys = run.X[:50_000].compute(), run.y[:50_000].compute()
-    assert est.score(Xs, ys) > 0.9
-    print(f"\nSGD, 2 epochs streamed: {run.t_fit:.1f}s; peak worker process memory "
-          f"{w.max_process / 2**20:.0f} MiB")
+    assert np.isfinite(run.est.coef_).all()
+    return run.est, (run.X[:50_000].compute(), run.y[:50_000].compute())
+
+
+def test_sgd_streams_data_three_times_cluster_memory(ooc_fit):
+    """SGD epochs stream the same data: bounded memory, same workers, a sound model."""
+    est, sample = _assert_streamed_and_bounded(ooc_fit, ooc_fit.sgd)
+    assert est.n_iter_ == 2
+    assert est.score(*sample) > 0.9
+    print(f"\nSGD, 2 epochs streamed: {ooc_fit.sgd.t_fit:.1f}s; peak worker process memory "
+          f"{ooc_fit.sgd.watcher.max_process / 2**20:.0f} MiB")
 
 
 def test_logistic_regression_streams_data_three_times_cluster_memory(ooc_fit):
     """Full-batch passes stream the same data: bounded memory, same workers."""
-    r = ooc_fit
-    run = r.glm
-    assert run.error is None, run.error
-    assert any("streaming" in m for m in run.messages), run.messages
-    w = run.watcher
-    assert w.max_spilled < CHUNK_BYTES, f"{w.max_spilled / 2**20:.0f} MiB spilled to disk"
-    assert w.max_managed <= 8 * CHUNK_BYTES, f"{w.max_managed / 2**20:.0f} MiB managed"
-    assert w.statuses == {"running"}, w.statuses
-    assert w.max_process < 0.8 * WORKER_MEMORY
-    assert r.after == r.before and r.pids_after == r.pids
-    est = run.est
-    assert est.n_iter_[0] == 1 and est.n_passes_ >= 2 and np.isfinite(est.coef_).all()
-    Xs, ys = run.X[:50_000].compute(), run.y[:50_000].compute()
-    assert est.score(Xs, ys) > 0.75  # one quasi-Newton step already separates the blobs
+    est, sample = _assert_streamed_and_bounded(ooc_fit, ooc_fit.glm)
+    assert est.n_iter_[0] == 1 and est.n_passes_ >= 2
+    assert est.score(*sample) > 0.75  # one quasi-Newton step already separates the blobs
     print(f"\nLogisticRegression, 1 iteration ({est.n_passes_} passes) streamed: "
-          f"{run.t_fit:.1f}s; peak worker process memory {w.max_process / 2**20:.0f} MiB")
+          f"{ooc_fit.glm.t_fit:.1f}s; peak worker process memory "
+          f"{ooc_fit.glm.watcher.max_process / 2**20:.0f} MiB")

@@ -128,8 +128,11 @@ class _GLM(BaseEstimator):
         """(l2, l1) strengths of the normalised objective for row-weight sum S."""
         return 0.0, 0.0
 
-    def _solver(self):
+    def _solver(self, n_features):
         return "lbfgs"
+
+    def _max_iter(self):
+        return self.max_iter
 
     def _start(self, n_models, d):
         """The starting (W, b): the last fit's model with ``warm_start``, else zeros."""
@@ -171,9 +174,9 @@ class _GLM(BaseEstimator):
         self.solver_ = solver
         W, b = state["W"], state["b"]
         self._set_model(W, b, blocks.dtype, state["n_iter"])
-        if solver != "cholesky" and not self.converged_ and state["n_iter"] >= self.max_iter:
+        if solver != "cholesky" and not self.converged_ and state["n_iter"] >= self._max_iter():
             warnings.warn(f"{type(self).__name__} ({solver}) did not converge in "
-                          f"max_iter={self.max_iter} iterations: increase max_iter, or scale "
+                          f"max_iter={self._max_iter()} iterations: increase max_iter, or scale "
                           "the data.", ConvergenceWarning, stacklevel=3)
         return self
 
@@ -242,7 +245,7 @@ class _GLM(BaseEstimator):
             return state, Step(counted=moved, converged=status is not None,
                                metrics=metrics)
 
-        state, n_iter, converged = loop.iterate(step, state, max_iter=self.max_iter,
+        state, n_iter, converged = loop.iterate(step, state, max_iter=self._max_iter(),
                                                 start=it, done=done)
         qstate = state["qn"]
         W, b = unpack(qstate["w"])
@@ -314,15 +317,6 @@ class _GLM(BaseEstimator):
         check_is_fitted(self)
         return linear_decision(self, X, np.atleast_2d(self.coef_), self.intercept_,
                                "dmlkit-glm-decision")
-
-
-def _lazy_map(d, fn, n_out=None):
-    """``fn`` over the rows of a decision array (dask: per block; NumPy: at once)."""
-    if isinstance(d, da.Array):
-        if n_out is None:
-            return d.map_blocks(fn, dtype=d.dtype)
-        return d.map_blocks(fn, dtype=d.dtype, chunks=(d.chunks[0], (n_out,)))
-    return fn(d)
 
 
 # -- regressors -----------------------------------------------------------------------
@@ -444,19 +438,13 @@ class Ridge(_GLMRegressor):
     def _penalty(self, S):
         return self._alpha() / S, 0.0
 
-    def _solver(self, n_features=0):
+    def _solver(self, n_features):
         if self.solver == "auto":
             return "cholesky" if n_features <= GRAM_MAX_FEATURES else "lbfgs"
         return self.solver
 
-    def _fit(self, X, y, sample_weight):
-        max_iter = self.max_iter
-        try:
-            if max_iter is None:
-                self.max_iter = 1000
-            return super()._fit(X, y, sample_weight)
-        finally:
-            self.max_iter = max_iter
+    def _max_iter(self):
+        return 1000 if self.max_iter is None else self.max_iter
 
     @placed
     def fit(self, X, y, sample_weight=None):
@@ -561,7 +549,7 @@ class PoissonRegressor(_GLMRegressor):
     def _penalty(self, S):
         return float(self.alpha), 0.0
 
-    def _solver(self, n_features=0):
+    def _solver(self, n_features):
         return "lbfgs"
 
     @placed
@@ -573,7 +561,7 @@ class PoissonRegressor(_GLMRegressor):
     @placed
     def predict(self, X):
         """The expected counts, ``exp(X @ coef_ + intercept_)``."""
-        return _lazy_map(self._decision(X)[:, 0], np.exp)
+        return np.exp(self._decision(X)[:, 0])
 
     @placed
     def score(self, X, y, sample_weight=None):
@@ -679,7 +667,7 @@ class LogisticRegression(ClassifierMixin, _GLM):
             return 0.0, 0.0
         return mix[0] / (self.C * S), mix[1] / (self.C * S)
 
-    def _solver(self, n_features=0):
+    def _solver(self, n_features):
         mix = self._mix()
         return "owlqn" if mix is not None and mix[1] > 0 else "lbfgs"
 
@@ -719,9 +707,8 @@ class LogisticRegression(ClassifierMixin, _GLM):
     def fit(self, X, y, sample_weight=None):
         """Fit the model to the optimum of scikit-learn's objective (within ``tol``)."""
         with keep_state_on_error(self):
-            for attr in ("classes_",):
-                if not self.warm_start and hasattr(self, attr):
-                    delattr(self, attr)
+            if not self.warm_start:
+                self.__dict__.pop("classes_", None)
             return self._fit(X, y, sample_weight)
 
     @placed

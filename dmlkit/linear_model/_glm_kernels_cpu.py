@@ -142,12 +142,7 @@ def _loss_grad(X, Y, sw, W, b, loss_id, n_chunks):
                 gr = Gc[k]
                 for f in range(d):
                     gr[f] += gk * x[f]
-    out, out_b, loss = np.zeros((K, d)), np.zeros(K), 0.0
-    for c in range(n_chunks):
-        out += G[c]
-        out_b += Gb[c]
-        loss += L[c]
-    return loss, out, out_b
+    return _chunk_sums(L, G, Gb)
 
 
 @block_kernel(fastmath=FAST_FLAGS)
@@ -238,12 +233,7 @@ def _loss_grad_csr(data, indices, indptr, Y, sw, WT, b, loss_id, n_chunks):
                 j = indices[p]
                 for k in range(K):
                     G[c, j, k] += g[k] * v
-    out, out_b, loss = np.zeros((d, K)), np.zeros(K), 0.0
-    for c in range(n_chunks):
-        out += G[c]
-        out_b += Gb[c]
-        loss += L[c]
-    return loss, out, out_b
+    return _chunk_sums(L, G, Gb)
 
 
 def loss_grad_block(X, Y, sw, W, b, loss_id, n_threads=1):
