@@ -17,6 +17,10 @@ the ``DASK_DMLKIT__BLOCK_SIZE`` environment variable, a YAML file, or
   fetched once): its scheduling would cost more than its work (MovieLens 100k ALS:
   ~45 ms of scheduling per iteration on a 2-worker LocalCluster, 7-20 ms of work).  The
   model is the same bits either way.  ``0`` sends every fit to the cluster.
+- ``driver-state-bytes``: model state larger than this stays on the cluster, as row
+  blocks the workers hold, instead of in the client process (ALS's factor matrices:
+  they are then never gathered here, and ``user_factors_`` / ``item_factors_`` are dask
+  arrays over those blocks).  The model is the same bits either way.
 - ``wait-for-workers``: how long a fit waits for a cluster without workers to get one
   (logged at WARNING), before it raises :class:`~dmlkit.exceptions.ClusterError`.
 - ``check-workers``: before a fit first uses a worker, check that it imports dmlkit with
@@ -36,6 +40,7 @@ DEFAULTS = {
         "backend": "auto",
         "cache-fraction": 0.5,
         "local-fit-bytes": "8MiB",
+        "driver-state-bytes": "1GiB",
         "wait-for-workers": "60s",
         "check-workers": True,
     }

@@ -35,7 +35,59 @@ MANIFEST = "manifest.json"
 
 
 class BlockList(list):
-    """A list of arrays (row blocks) the store writes one file per block."""
+    """A list of arrays (row blocks) the store writes one file per block.
+
+    A block may also be a ``distributed.Future`` of an array: state kept on the cluster
+    (ALS factors too big for the driver).  The store then has the workers write those
+    blocks, so they never pass through this process (see :meth:`CheckpointStore.save`).
+    """
+
+
+class StoredBlock:
+    """One block file of a committed checkpoint, read where it is needed (on a worker,
+    for state kept on the cluster): :meth:`CheckpointStore.load` with
+    ``read_blocks=False`` gives these instead of arrays."""
+
+    def __init__(self, fs, path):
+        self.fs, self.path = fs, path
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (the workers) can read it: not an in-memory store."""
+        return not _process_local(self.fs)
+
+    def read(self):
+        with self.fs.open(self.path, "rb") as f:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+    def __repr__(self):
+        return f"StoredBlock({self.path!r})"
+
+
+def read_block(block):
+    """A block's array: a :class:`StoredBlock` is read (a task, where it runs)."""
+    return block.read() if isinstance(block, StoredBlock) else block
+
+
+def is_future(value) -> bool:
+    """Whether ``value`` is a ``distributed.Future`` (state held on the cluster)."""
+    try:
+        from distributed import Future
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(value, Future)
+
+
+def _process_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "memory" in protocol
+
+
+def _write_npy(fs, path, block):
+    """Write one block as ``.npy`` (a task on the worker holding it)."""
+    with fs.open(path, "wb") as f:
+        f.write(_npy_bytes(block))
+    return path
 
 
 class CheckpointStore:
@@ -120,9 +172,10 @@ class CheckpointStore:
         """The step of the committed checkpoint (0 when there is none)."""
         return 0 if self.manifest is None else int(self.manifest["step"])
 
-    def load(self):
-        """The committed state (a dict; BlockList values come back as lists of arrays),
-        or None when there is no checkpoint yet."""
+    def load(self, read_blocks=True):
+        """The committed state (a dict; BlockList values come back as lists of arrays,
+        or of :class:`StoredBlock` without ``read_blocks``), or None when there is no
+        checkpoint yet."""
         if self.manifest is None:
             return None
         files = self.manifest["files"]
@@ -130,11 +183,16 @@ class CheckpointStore:
             with self.fs.open(self._join(files["state"]), "rb") as f:
                 state = pickle.loads(f.read())
             for name, names in files["blocks"].items():
-                state[name] = BlockList(self._read_array(n) for n in names)
+                state[name] = BlockList(self._read_array(n) if read_blocks else
+                                        self.stored(n) for n in names)
         except (OSError, pickle.UnpicklingError, EOFError) as e:
             raise ValueError(f"checkpoint={self.url!r} of step {self.step} cannot be read: "
                              f"{e}") from e
         return state
+
+    def stored(self, name):
+        """The block file ``name`` of this checkpoint, to be read where it is needed."""
+        return StoredBlock(self.fs, self._join(name))
 
     def _read_array(self, name):
         with self.fs.open(self._join(name), "rb") as f:
@@ -165,11 +223,15 @@ class CheckpointStore:
                 if not isinstance(blocks, BlockList):
                     continue
                 names = files["blocks"][name] = []
+                remote = []
                 for i, block in enumerate(blocks):
-                    buf = io.BytesIO()
-                    np.save(buf, np.asarray(block), allow_pickle=False)
                     names.append(f"{name}-{tag}-{i}.npy")
-                    write(names[-1], buf.getvalue())
+                    if is_future(block):
+                        remote.append((names[-1], block))
+                        written.append(names[-1])
+                        continue
+                    write(names[-1], _npy_bytes(block))
+                self._write_remote(remote)
             manifest = {"format": FORMAT, "step": int(step), "finished": bool(finished),
                         "fingerprint": self.fingerprint, "files": files}
             write(tmp, json.dumps(manifest, indent=1).encode())
@@ -185,12 +247,42 @@ class CheckpointStore:
             self._remove(_file_list(old["files"]))
         logger.debug("dmlkit: checkpoint of step %d committed to %s", step, self.url)
 
+    def _write_remote(self, blocks):
+        """Write blocks held on the cluster (``(name, future)`` pairs): each by the worker
+        that holds it, or, for a store only this process sees (``memory://``), fetched
+        here one at a time.  A location the workers write to but this process does not
+        see (a local path on a cluster of other machines) is an OSError naming it."""
+        if not blocks:
+            return
+        if _process_local(self.fs):
+            for name, future in blocks:
+                self._write(name, _npy_bytes(future.result()))
+            return
+        client = blocks[0][1].client
+        tasks = [client.submit(_write_npy, self.fs, self._join(name), future, pure=False,
+                               key=f"dmlkit-checkpoint-write-{uuid.uuid4().hex}")
+                 for name, future in blocks]
+        client.gather(tasks)
+        missing = [name for name, _ in blocks if not self.fs.exists(self._join(name))]
+        if missing:
+            raise OSError(f"the workers wrote {len(missing)} block file(s) (e.g. "
+                          f"{missing[0]!r}) this process does not see at {self.url!r}: a "
+                          "checkpoint of state kept on the cluster must be a location the "
+                          "workers and this process share (a shared file system, or an "
+                          "object store URL such as s3://)")
+
     def _remove(self, names):
         for name in names:
             try:
                 self.fs.rm(self._join(name))
             except (OSError, FileNotFoundError):
                 pass  # a leftover file is harmless: no manifest refers to it
+
+
+def _npy_bytes(block):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(block), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _file_list(files):

@@ -34,7 +34,7 @@ import numpy as np
 from dask.base import tokenize
 
 from dmlkit._core.blocks import RowBlocks
-from dmlkit._core.checkpoint import BlockList, CheckpointStore
+from dmlkit._core.checkpoint import BlockList, CheckpointStore, StoredBlock, is_future, read_block
 from dmlkit._core.dispatch import to_numpy
 from dmlkit._core.driver import Driver
 from dmlkit._core.params import Interval
@@ -207,12 +207,14 @@ class FitLoop:
                 "checkpoint once the cluster is back, and the fit resumes from there.")
 
     # -- checkpoints ---------------------------------------------------------------
-    def bind(self, fingerprint: dict):
-        """Compare the checkpoint there (if any) with this fit's fingerprint and load it."""
+    def bind(self, fingerprint: dict, read_blocks=True):
+        """Compare the checkpoint there (if any) with this fit's fingerprint and load it
+        (without ``read_blocks``, state kept as row blocks is left in the store, as
+        :class:`~dmlkit._core.checkpoint.StoredBlock` s: see :meth:`on_cluster`)."""
         if self.store is None:
             return
         self.store.bind(fingerprint)
-        self._saved = self.store.load()
+        self._saved = self.store.load(read_blocks=read_blocks)
         if self._saved is not None:
             self.steps = self.resumed_from = self.store.step
             logger.info("dmlkit-%s: resuming from the checkpoint of iteration %d at %s%s",
@@ -232,6 +234,35 @@ class FitLoop:
         after an initialisation); :meth:`iterate` saves on its own."""
         if self.store is not None:
             self.store.save(self.steps, _record(state, it, done))
+
+    def on_cluster(self, blocks, name):
+        """Row blocks (arrays, or a checkpoint's :class:`StoredBlock` s) as futures on
+        the driver's cluster: a stored block is read by a worker (its lineage is that
+        read), an array is shipped in its task."""
+        d = self.driver
+        key = d.key(name)
+        read = dask.delayed(read_block, pure=False)
+        tasks = []
+        for i, block in enumerate(blocks):
+            if isinstance(block, StoredBlock) and not block.shared:
+                block = block.read()  # a store only this process sees
+            tasks.append(read(block, dask_key_name=f"{key}-{i}"))
+        return BlockList(d.submit(*tasks))
+
+    def _reroot(self, state):
+        """State kept on the cluster as row blocks, once saved, is read back from the
+        checkpoint: the blocks' lineage becomes one read, so a worker lost later costs
+        the iterations since this checkpoint, not the whole fit (Spark's
+        ``checkpointInterval``).  A store only this process sees keeps the lineage."""
+        files = self.store.manifest["files"]["blocks"]
+        out = dict(state)
+        for name, blocks in state.items():
+            if not (isinstance(blocks, BlockList) and blocks and is_future(blocks[0])):
+                continue
+            stored = [self.store.stored(n) for n in files[name]]
+            if stored[0].shared:
+                out[name] = self.on_cluster(stored, name)
+        return out
 
     # -- iterations ----------------------------------------------------------------
     def iterate(self, step, state, *, max_iter, start=0, done=False, desc=None):
@@ -265,6 +296,8 @@ class FitLoop:
                 last = converged or it >= max_iter
                 if self.store is not None and (last or self.steps % self.interval == 0):
                     self.save(state, it, done=last)
+                    if not last:
+                        state = self._reroot(state)
                 if converged:
                     _complete_bar(bar, it)
                     break

@@ -38,6 +38,7 @@ import warnings
 from numbers import Integral, Real
 
 import dask
+import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -48,10 +49,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
-from dmlkit._core.checkpoint import BlockList
+from dmlkit._core.checkpoint import BlockList, is_future
 from dmlkit._core.client import compute, get_client_or_none, placed, solve_here
 from dmlkit._core.dispatch import backend_of, get_kernels, to_device, to_numpy
 from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step, fit_fingerprint
+from dmlkit._core.numba_utils import one_blas_thread
 from dmlkit._core.params import Interval, StrOptions, validate_params
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
@@ -65,6 +67,7 @@ SIDES = ("user", "item")
 SOLVE_ORDERS = ("auto", "users", "items")
 BYTES_PER_RATING = 12  # int32 index + float64 value, per layout
 SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
+INIT_ROWS = 1 << 16  # rows per random stream of the starting factors
 
 
 # ----------------------------------------------------------------------------------
@@ -101,6 +104,64 @@ def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen,
         weight = np.ones_like(sq) if params["implicit"] else np.diff(indptr).astype(float)
         loss += params["reg"] * float(np.dot(weight, sq))
     return X, loss, _seen_task(block) if with_seen else None
+
+
+def _factor_block(result, dtype):
+    """A solve task's factors as the state keeps them (a task, on the cluster path)."""
+    return np.ascontiguousarray(result[0], dtype=dtype)
+
+
+def _pick(result, i):
+    return result[i]
+
+
+def _concat_blocks(*blocks):
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def _init_rows(seed, side, start, stop, k, dtype, implicit, nonnegative):
+    """Rows ``start:stop`` of one side's starting factors.
+
+    The rows come in chunks of INIT_ROWS, each drawn from its own stream keyed by
+    (seed, side, chunk): any block of rows is made alone (on the worker that keeps it,
+    when the factors stay on the cluster) with the same bits as the whole matrix, and
+    the items' start does not depend on the number of users.
+    """
+    out = []
+    for c in range(start // INIT_ROWS, -(-stop // INIT_ROWS)):
+        lo = c * INIT_ROWS
+        rng = np.random.default_rng([seed, side, c])
+        rows = min(stop, lo + INIT_ROWS) - lo  # a row's draws do not depend on later rows
+        if implicit:  # small positive values, as the implicit library
+            F = rng.random((rows, k)) * 0.01
+        else:  # unit-norm Gaussian rows, as Spark MLlib (absolute for nonnegative)
+            F = rng.standard_normal((rows, k))
+            F /= np.linalg.norm(F, axis=1, keepdims=True)
+        out.append(F[max(0, start - lo):])
+    F = np.concatenate(out) if out else np.zeros((0, k))
+    if nonnegative:
+        F = np.abs(F)
+    return F.astype(dtype)
+
+
+def _objective(second_side, first, X, Y, seen_csr, implicit, reg):
+    """The training loss (``loss_curve_``) from the second half's part (its stored
+    entries' error and its regularisation, summed in its tasks) and the ``first``
+    side's regularisation, over the whole factor matrices (a task on the cluster path)."""
+    user_indptr, user_indices = seen_csr
+    n_pairs = int(user_indptr[-1])  # (user, item) pairs after merging duplicates
+    F = X if first == "user" else Y
+    sq = np.einsum("ij,ij->i", F, F, dtype=np.float64)
+    with one_blas_thread():  # the same bits in this process as on a worker
+        if implicit:
+            XtX = X.T.astype(np.float64) @ X.astype(np.float64)
+            YtY = Y.T.astype(np.float64) @ Y.astype(np.float64)
+            total = second_side + float(np.sum(XtX * YtY)) + reg * sq.sum()
+        else:
+            counts = (np.diff(user_indptr) if first == "user" else
+                      np.bincount(user_indices, minlength=Y.shape[0]))
+            total = second_side + reg * float(np.dot(counts, sq))
+    return float(total / max(1, n_pairs))
 
 
 def _seen_task(block):
@@ -152,7 +213,8 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=Non
     out_r, out_c, out_s = [], [], []
     for s in range(0, m, step):
         e = min(m, s + step)
-        S = V[s:e] @ Y.T
+        with one_blas_thread():  # scores with the same bits here as on a worker
+            S = V[s:e] @ Y.T
         if twins is not None and len(twins[0]):
             S[:, twins[0]] = S[:, twins[1]]
         if seen_indptr is not None:
@@ -202,6 +264,49 @@ def _recommend_partition(V, Y, ids, item_ids, seen_indptr, seen_indices, n, user
                          "rank": rank})
 
 
+def _recommend_rows(X, part, rows, ids, Y, item_ids, n, user_col, item_col, twins, banned,
+                    cand, filter_seen):
+    """``recommend_all``'s partition on the cluster path: the rows ``rows`` (all when
+    None) of one user block ``X`` with its seen part, ranked against the item factors."""
+    ptr = idx = None
+    if filter_seen:
+        ptr = np.zeros(part[0].shape[0] + 1, dtype=np.int64)
+        np.cumsum(part[0], out=ptr[1:])
+        idx = part[1]
+    if rows is not None:
+        X = X[rows]
+        if filter_seen:
+            ptr, idx = _csr_take(ptr, idx, rows)
+    if filter_seen and cand is not None:
+        ptr, idx = _csr_columns(ptr, idx, cand)
+    return _recommend_partition(X, Y, ids, item_ids, ptr, idx, n, user_col, item_col, twins,
+                                banned)
+
+
+def _rows_and_seen(X, part, rows):
+    """Rows ``rows`` of a user block and their seen items: (factors, indptr, indices)."""
+    ptr = np.zeros(part[0].shape[0] + 1, dtype=np.int64)
+    np.cumsum(part[0], out=ptr[1:])
+    return (X[rows], *_csr_take(ptr, part[1], rows))
+
+
+def _take_rows(F, rows):
+    return F[rows]
+
+
+def _candidate_rows(F, rows):
+    """The candidates' factors and their twins (:func:`twin_rows`)."""
+    Fc = F[rows]
+    return Fc, twin_rows(Fc)
+
+
+def _unit(F):
+    """``F``'s rows scaled to unit norm (zero rows kept)."""
+    norms = np.linalg.norm(F.astype(np.float64), axis=1)
+    norms[norms == 0] = 1.0
+    return (F / norms[:, None]).astype(F.dtype)
+
+
 def _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, drop):
     u = user_index.get_indexer(df[user_col])
     i = item_index.get_indexer(df[item_col])
@@ -222,7 +327,9 @@ def _squared_error_partition(df, X, Y, user_index, item_index, user_col, item_co
     ok = np.isfinite(r)
     u, i = u[known][ok], i[known][ok]
     e = r[ok] - np.einsum("ij,ij->i", X[u], Y[i]).astype(np.float64)
-    return pd.DataFrame({"sse": [float(e @ e)], "n": [int(ok.sum())],
+    with one_blas_thread():  # the same bits in this process as on a worker
+        sse = float(e @ e)
+    return pd.DataFrame({"sse": [sse], "n": [int(ok.sum())],
                          "n_bad": [int((~ok).sum())]})
 
 
@@ -309,6 +416,14 @@ def _ratings_meta(src, col):
 def _split_rows(F, cuts):
     """The rows of ``F`` by the block ranges ``cuts`` (views)."""
     return BlockList(np.split(F, cuts[1:-1]))
+
+
+def _rows_array(futures, cuts, k, dtype):
+    """A dask array over row blocks held on the cluster (futures), not gathered."""
+    name = f"dmlkit-als-factors-{tokenize(*[f.key for f in futures])}"
+    dsk = {(name, b, 0): f for b, f in enumerate(futures)}
+    return da.Array(dsk, name, (tuple(int(n) for n in np.diff(cuts)), (int(k),)),
+                    dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------
@@ -594,13 +709,21 @@ class ALS(BaseEstimator):
                                  / dask.utils.parse_bytes(get_config("block-size"))))
         first = (self._first_side(n_users, n_items, self.implicit)
                  if self.solve_order == "auto" else self.solve_order[:-1])
+        # where the factors live between half-iterations: here, or (too big for this
+        # process, see the driver-state-bytes setting) as row blocks on the workers
+        factor_bytes = (n_users + n_items) * k * dtype.itemsize
+        remote = driver.client is not None and factor_bytes > dask.utils.parse_bytes(
+            get_config("driver-state-bytes"))
+        if remote:
+            logger.info("dmlkit-als: factors of %.1f MiB stay on the cluster as row blocks "
+                        "(driver-state-bytes)", factor_bytes / 2**20)
         # the scan's counts name the ratings (no other pass); the side solved first is in
         # the fingerprint too: a checkpoint of a fit that alternated the other way round
         # (or of a dmlkit that did not record it) is refused, not resumed in another order
         loop.bind(fit_fingerprint(self, None, **{
             "ratings": n_ratings, "ratings sum": total,
             "ids and their rating counts": tokenize(user_ids, item_ids, counts_u, counts_i),
-            "side solved first": first}))
+            "side solved first": first}), read_blocks=not remote)
         # the state of the fit: the factors as blocks of the cuts (a checkpoint writes
         # them block by block), the cuts, and the loss curve so far.  A resumed fit keeps
         # the saved cuts: the blocks follow the threads of the cluster that started the
@@ -610,6 +733,9 @@ class ALS(BaseEstimator):
             ucuts, icuts = balanced_cuts(counts_u, n_blocks), balanced_cuts(counts_i, n_blocks)
         else:
             ucuts, icuts = np.asarray(state["user_cuts"]), np.asarray(state["item_cuts"])
+            if remote:  # the saved blocks are read by the workers, not here
+                state = dict(state, **{f"{side}_factors": loop.on_cluster(
+                    state[f"{side}_factors"], f"{side}-factors") for side in SIDES})
         user_blocks, item_blocks = shuffle_to_blocks(parts, ucuts, icuts,
                                                      duplicates=duplicates,
                                                      name=driver.key("shuffle"))
@@ -627,25 +753,34 @@ class ALS(BaseEstimator):
                       alpha=float(self.alpha), cg_steps=int(self.cg_steps),
                       nonnegative=bool(self.nonnegative))
         if state is None:
-            X, Y = self._init_factors(n_users, n_items, k, dtype)
-            state = {"user_factors": _split_rows(X, ucuts),
-                     "item_factors": _split_rows(Y, icuts), "losses": [],
-                     "user_cuts": ucuts, "item_cuts": icuts}
+            init = functools.partial(self._init_blocks, driver, self._seed(), k=k,
+                                     dtype=dtype, remote=remote)
+            state = {"user_factors": init(0, ucuts), "item_factors": init(1, icuts),
+                     "losses": [], "user_cuts": ucuts, "item_cuts": icuts}
         seen = {}
         step = functools.partial(self._iteration, driver,
                                  {"user": user_blocks, "item": item_blocks},
                                  params, backend, seen, first)
         state, _, _ = loop.iterate(step, state, max_iter=self.iterations, start=it,
                                    done=done, desc="ALS")
-        if "csr" not in seen:  # a finished fit's checkpoint: no iteration ran
-            seen["csr"] = self._seen_pass(driver, user_blocks)
+        if not seen:  # a finished fit's checkpoint: no iteration ran
+            seen.update(self._seen_pass(driver, user_blocks, remote))
         loop.finish(state)
 
-        self.user_factors_ = np.concatenate(state["user_factors"])
-        self.item_factors_ = np.concatenate(state["item_factors"])
+        self.__dict__.pop("_serving", None)
+        if remote:
+            # dask arrays over the blocks the workers hold: nothing is gathered here
+            self.user_factors_ = _rows_array(state["user_factors"], ucuts, k, dtype)
+            self.item_factors_ = _rows_array(state["item_factors"], icuts, k, dtype)
+            self._seen_parts = seen["parts"]
+            self._seen_indptr = self._seen_indices = None
+        else:
+            self.user_factors_ = np.concatenate(state["user_factors"])
+            self.item_factors_ = np.concatenate(state["item_factors"])
+            self._seen_indptr, self._seen_indices = seen["csr"]
+            self.__dict__.pop("_seen_parts", None)
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         self._user_index, self._item_index = user_index, item_index
-        self._seen_indptr, self._seen_indices = seen["csr"]
         self.n_iter_ = int(self.iterations)
         self.solve_order_ = first + "s"
         if self.calculate_training_loss:
@@ -661,15 +796,18 @@ class ALS(BaseEstimator):
 
         The user -> items CSR ``recommend`` filters with comes from the users' blocks,
         so the first iteration of a run puts it in ``seen`` (a dict) in passing; it is
-        not in the state, which a checkpoint keeps small.
+        not in the state, which a checkpoint keeps small.  Its parts stay on the cluster
+        with the factors when they do (``seen["parts"]``), else they are joined here
+        (``seen["csr"]``).
         """
         a, b = (first, SIDES[1 - SIDES.index(first)])
         A, B = state[f"{a}_factors"], state[f"{b}_factors"]
-        with_seen = "csr" not in seen
+        remote = is_future(A[0])
+        with_seen = not seen
         with_loss = self.calculate_training_loss
-        half_a = self._submit_half(driver, blocks[a], np.concatenate(B), A, params, backend,
-                                   with_loss=False, with_seen=with_seen and a == "user",
-                                   step=a + "s")
+        half_a = self._submit_half(driver, blocks[a], self._whole(driver, B, a + "s-other"),
+                                   A, params, backend, with_loss=False,
+                                   with_seen=with_seen and a == "user", step=a + "s")
         # the second half reads the first half's new factors where they were solved (one
         # key built from this half's results, lineage of one half-iteration) while
         # they also come back to the driver, which needs them for the next iteration
@@ -677,20 +815,40 @@ class ALS(BaseEstimator):
         half_b = self._submit_half(driver, blocks[b], A_new, B, params, backend,
                                    with_loss=with_loss, with_seen=with_seen and b == "user",
                                    step=b + "s")
-        A, _, got_a = self._collect_half(driver, half_a, A[0].dtype, with_loss=False,
-                                         with_seen=with_seen and a == "user")
-        B, loss, got_b = self._collect_half(driver, half_b, B[0].dtype, with_loss=with_loss,
-                                            with_seen=with_seen and b == "user")
+        dtype = np.dtype(self.dtype)
+        A, _, got_a = self._collect_half(driver, half_a, dtype, with_loss=False,
+                                         with_seen=with_seen and a == "user", remote=remote)
+        B, loss, got_b = self._collect_half(driver, half_b, dtype, with_loss=with_loss,
+                                            with_seen=with_seen and b == "user",
+                                            remote=remote)
         if with_seen:
-            seen["csr"] = got_a if a == "user" else got_b
+            seen.update(got_a if a == "user" else got_b)
         del half_a, half_b, A_new
         new = {f"{a}_factors": A, f"{b}_factors": B}
         losses, metrics = state["losses"], {}
         if with_loss:
-            loss = self._finish_loss(loss, a, np.concatenate(new["user_factors"]),
-                                     np.concatenate(new["item_factors"]), seen["csr"])
+            args = (loss, a, new["user_factors"], new["item_factors"])
+            if remote:  # over the blocks, where they are
+                loss = driver.compute(dask.delayed(_objective, pure=False)(
+                    loss, a, self._whole(driver, args[2], "user-rows"),
+                    self._whole(driver, args[3], "item-rows"),
+                    dask.delayed(_join_seen, pure=False)(seen["parts"]),
+                    bool(self.implicit), float(self.regularization),
+                    dask_key_name=driver.key("loss")))[0]
+            else:
+                loss = _objective(loss, a, np.concatenate(args[2]), np.concatenate(args[3]),
+                                  seen["csr"], bool(self.implicit), float(self.regularization))
             losses, metrics = losses + [loss], {"loss": loss}
         return dict(state, **new, losses=losses), Step(metrics=metrics)
+
+    @staticmethod
+    def _whole(driver, blocks, step):
+        """A side's factors as one array: here, or one key on the cluster (a worker
+        concatenates the blocks it is given) when they stay there."""
+        if not is_future(blocks[0]):
+            return np.concatenate(blocks)
+        return dask.delayed(_concat_blocks, pure=False)(*blocks,
+                                                        dask_key_name=driver.key(step))
 
     @staticmethod
     def _first_side(n_users, n_items, implicit):
@@ -720,21 +878,26 @@ class ALS(BaseEstimator):
             return "item"
         return "item" if n_items < n_users else "user"
 
+    def _seed(self):
+        return check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+
     def _init_factors(self, n_users, n_items, k, dtype):
-        # one stream per side: the items' start does not depend on the number of users
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        out = []
-        for side, n in ((0, n_users), (1, n_items)):
-            rng = np.random.default_rng([seed, side])
-            if self.implicit:  # small positive values, as the implicit library
-                F = rng.random((n, k)) * 0.01
-            else:  # unit-norm Gaussian rows, as Spark MLlib (absolute for nonnegative)
-                F = rng.standard_normal((n, k))
-                F /= np.linalg.norm(F, axis=1, keepdims=True)
-            if self.nonnegative:
-                F = np.abs(F)
-            out.append(F.astype(dtype))
-        return out
+        """The starting factors (X, Y) whole: what the blocks of a fit start from."""
+        seed = self._seed()
+        args = (k, dtype, bool(self.implicit), bool(self.nonnegative))
+        return _init_rows(seed, 0, 0, n_users, *args), _init_rows(seed, 1, 0, n_items, *args)
+
+    def _init_blocks(self, driver, seed, side, cuts, *, k, dtype, remote):
+        """One side's starting factors by block (:func:`_init_rows`): made here, or
+        each block on the worker that keeps it."""
+        args = (k, dtype, bool(self.implicit), bool(self.nonnegative))
+        if not remote:
+            return _split_rows(_init_rows(seed, side, 0, int(cuts[-1]), *args), cuts)
+        make = dask.delayed(_init_rows, pure=False)
+        key = driver.key(SIDES[side] + "-init")
+        return BlockList(driver.submit(*[
+            make(seed, side, int(s), int(e), *args, dask_key_name=f"{key}-{b}")
+            for b, (s, e) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]))
 
     def _submit_half(self, driver, blocks, other, own, params, backend, *, with_loss,
                      with_seen, step):
@@ -757,7 +920,9 @@ class ALS(BaseEstimator):
         key = driver.key(step)
         tasks = []
         for b, block in enumerate(blocks):
-            start = driver.shared(own[b], f"{step}-start") if warm else None
+            start = None
+            if warm:  # a block kept on the cluster is its own key already
+                start = own[b] if is_future(own[b]) else driver.shared(own[b], f"{step}-start")
             tasks.append(solve(block, other_key, start, YtY, params, backend, with_loss,
                                with_seen, n_threads=driver.threads_per_task,
                                dask_key_name=f"{key}-{b}"))
@@ -773,8 +938,27 @@ class ALS(BaseEstimator):
             *handles, dask_key_name=driver.key(step + "-rows"))
 
     @staticmethod
-    def _collect_half(driver, handles, dtype, *, with_loss, with_seen):
-        """(factors by block, loss, seen) of a submitted half, on the driver."""
+    def _collect_half(driver, handles, dtype, *, with_loss, with_seen, remote):
+        """(factors by block, loss, seen) of a submitted half.  The factors (and the
+        seen parts) come to the driver, or stay on the cluster as futures of the blocks
+        (``remote``); only the blocks' losses travel then."""
+        if remote:
+            picks = dask.delayed(_factor_block, pure=False)
+            pick = dask.delayed(_pick, pure=False)
+            key = driver.key("collect")
+            X = BlockList(driver.submit(*[picks(h, dtype, dask_key_name=f"{key}-{b}")
+                                          for b, h in enumerate(handles)]))
+            loss = None
+            if with_loss:
+                loss = 0.0
+                for v in driver.compute(*[pick(h, 1) for h in handles]):
+                    loss += v  # block order: the same bits as the driver's sum
+            seen = None
+            if with_seen:
+                key = driver.key("seen")
+                seen = {"parts": driver.submit(*[pick(h, 2, dask_key_name=f"{key}-{b}")
+                                                 for b, h in enumerate(handles)])}
+            return X, loss, seen
         results = driver.gather(handles)
         X = BlockList(np.ascontiguousarray(r[0], dtype=dtype) for r in results)
         loss = None
@@ -782,32 +966,18 @@ class ALS(BaseEstimator):
             loss = 0.0
             for r in results:  # block order: the same bits every time
                 loss += r[1]
-        return X, loss, _join_seen([r[2] for r in results]) if with_seen else None
+        return X, loss, {"csr": _join_seen([r[2] for r in results])} if with_seen else None
 
     @staticmethod
-    def _seen_pass(driver, user_blocks):
-        """The user -> items CSR alone, from the user blocks (one light pass)."""
+    def _seen_pass(driver, user_blocks, remote):
+        """The user -> items CSR alone, from the user blocks (one light pass): joined
+        here, or its parts kept on the cluster (``remote``)."""
         task = dask.delayed(_seen_task, pure=False)
         key = driver.key("seen")
-        return _join_seen(driver.gather(driver.submit(
-            *[task(block, dask_key_name=f"{key}-{b}") for b, block in enumerate(user_blocks)])))
-
-    def _finish_loss(self, second_side, first, X, Y, seen_csr):
-        """The objective from the second half's part (its stored entries' error and its
-        regularisation, summed in its tasks) and the ``first`` side's regularisation."""
-        user_indptr, user_indices = seen_csr
-        n_pairs = int(user_indptr[-1])  # (user, item) pairs after merging duplicates
-        F = X if first == "user" else Y
-        sq = np.einsum("ij,ij->i", F, F, dtype=np.float64)
-        if self.implicit:
-            XtX = X.T.astype(np.float64) @ X.astype(np.float64)
-            YtY = Y.T.astype(np.float64) @ Y.astype(np.float64)
-            total = second_side + float(np.sum(XtX * YtY)) + self.regularization * sq.sum()
-        else:
-            counts = (np.diff(user_indptr) if first == "user" else
-                      np.bincount(user_indices, minlength=Y.shape[0]))
-            total = second_side + self.regularization * float(np.dot(counts, sq))
-        return float(total / max(1, n_pairs))
+        tasks = [task(block, dask_key_name=f"{key}-{b}") for b, block in enumerate(user_blocks)]
+        if remote:
+            return {"parts": driver.submit(*tasks)}
+        return {"csr": _join_seen(driver.gather(driver.submit(*tasks)))}
 
     # ------------------------------------------------------------------ predict
     @placed
@@ -824,8 +994,8 @@ class ALS(BaseEstimator):
         args = (self.user_col, self.item_col, drop)
         if isinstance(pairs, dd.DataFrame):
             self._check_pair_columns(pairs)
-            keys = [dask.delayed(v, pure=True) for v in (self.user_factors_,
-                                                         self.item_factors_,
+            keys = [dask.delayed(v, pure=True) for v in (self._index_or_key("user"),
+                                                         self._index_or_key("item"),
                                                          self._user_index, self._item_index)]
             dt = self.user_factors_.dtype
             out = pairs.map_partitions(lambda df, *a: pd.Series(_predict_partition(df, *a)),
@@ -835,8 +1005,8 @@ class ALS(BaseEstimator):
             raise TypeError(f"pairs must be a pandas or dask DataFrame with columns "
                             f"{[self.user_col, self.item_col]}, got {type(pairs).__name__}")
         self._check_pair_columns(pairs)
-        return _predict_partition(pairs, self.user_factors_, self.item_factors_,
-                                  self._user_index, self._item_index, *args)
+        return self._run(_predict_partition, pairs, self._index_or_key("user"),
+                         self._index_or_key("item"), self._user_index, self._item_index, *args)
 
     def _check_pair_columns(self, df, what="pairs", need=None):
         need = need or [self.user_col, self.item_col]
@@ -873,17 +1043,18 @@ class ALS(BaseEstimator):
                                   item_col=self.item_col)
         self._check_pair_columns(ratings, "ratings",
                                  [self.user_col, self.item_col, self.rating_col])
-        args = (self.user_factors_, self.item_factors_, self._user_index, self._item_index,
-                self.user_col, self.item_col, self.rating_col)
+        args = (self._index_or_key("user"), self._index_or_key("item"), self._user_index,
+                self._item_index, self.user_col, self.item_col, self.rating_col)
         if isinstance(ratings, dd.DataFrame):
             # one pass where the partitions are: only three numbers per partition return
             keys = [dask.delayed(a, pure=True) for a in args[:4]]
+            meta = _squared_error_partition(ratings._meta, np.zeros((0, 1)), np.zeros((0, 1)),
+                                            *args[2:])
             sums = ratings.map_partitions(_squared_error_partition, *keys, *args[4:],
-                                          meta=_squared_error_partition(
-                                              ratings._meta, *args)).sum()
+                                          meta=meta).sum()
             (sums,) = compute(sums)
         else:
-            sums = _squared_error_partition(ratings, *args).sum()
+            sums = self._run(_squared_error_partition, ratings, *args).sum()
         if sums["n_bad"] > 0:
             raise ValueError(f"ratings contain {int(sums['n_bad'])} NaN or infinite "
                              f"rating(s) among the pairs to score")
@@ -913,18 +1084,16 @@ class ALS(BaseEstimator):
         ids = pd.unique(df[self.user_col])
         row = pd.Index(ids).get_indexer(df[self.user_col]).astype(np.int64)
         # the same merge of duplicates as fit's shuffle
-        indptr, indices, data = _build_block(0, len(ids), False, self._duplicates_policy(),
-                                             (row, i.astype(np.int64), r))
-        m = sp.csr_matrix((len(ids), len(self.item_ids_)))
-        m.indptr, m.indices, m.data = indptr, indices, data
+        block = _build_block(0, len(ids), False, self._duplicates_policy(),
+                             (row, i.astype(np.int64), r))
         # the rows are in this process, in NumPy: the dispatch rule picks the kernel
         backend = backend_of(_ratings_meta(df, rating_col or self.user_col))
-        K = get_kernels("recommendation", backend)
-        V = to_numpy(K.als_solve_rows_block(
-            m.indptr, m.indices, m.data, to_device(self.item_factors_, backend),
-            reg=float(self.regularization), implicit=self.implicit, alpha=float(self.alpha),
-            nonnegative=self.nonnegative, solver="cholesky"))
-        return np.asarray(ids), V, (indptr, indices.astype(np.int32))
+        params = dict(reg=float(self.regularization), implicit=bool(self.implicit),
+                      alpha=float(self.alpha), cg_steps=int(self.cg_steps),
+                      nonnegative=bool(self.nonnegative), solver="cholesky")
+        V = self._run(_solve_task, block, self._index_or_key("item"), None, None, params,
+                      backend, False, False)[0]
+        return np.asarray(ids), V, (block[0], block[1].astype(np.int32))
 
     # ------------------------------------------------------------------ partial fit
     @placed
@@ -962,6 +1131,11 @@ class ALS(BaseEstimator):
 
     def _partial_fit(self, side, ids, ratings):
         check_is_fitted(self, "user_factors_")
+        if self._on_cluster():
+            raise NotImplementedError(
+                f"partial_fit_{side}s is not available yet for a model whose factors stay on "
+                "the cluster (larger than the dmlkit.driver-state-bytes setting); refit, or "
+                "fit with a larger driver-state-bytes to keep the factors in this process")
         other = "item" if side == "user" else "user"
         col = {"user": self.user_col, "item": self.item_col}
         ids = _as_ids(ids)
@@ -1063,6 +1237,12 @@ class ALS(BaseEstimator):
                                      "item is left to recommend")
             elif banned.shape[0] == 0:
                 banned = None
+        if self._on_cluster():  # tasks on the whole item factors, where they are
+            if cand is None:
+                return (self._key("item"), self.item_ids_, self._key("item-twins"), None,
+                        banned)
+            both = dask.delayed(_candidate_rows, pure=False, nout=2)(self._key("item"), cand)
+            return both[0], self.item_ids_[cand], both[1], cand, None
         if cand is None:
             return Y, self.item_ids_, self._twins("item", Y), None, banned
         Yc = Y[cand]
@@ -1114,8 +1294,7 @@ class ALS(BaseEstimator):
         codes = self._user_index.get_indexer(rest)
         self._warn_unknown_users(rest[codes < 0], len(users))
         codes = codes[codes >= 0]
-        parts.append((self.user_ids_[codes], self.user_factors_[codes],
-                      *_csr_take(self._seen_indptr, self._seen_indices, codes)))
+        parts.append((self.user_ids_[codes], *self._user_rows(codes)))
         # pandas keeps the ids' dtype (int64 stays int64; mixed types become object)
         ids = pd.concat([pd.Series(p[0]) for p in parts], ignore_index=True).to_numpy()
         V = np.concatenate([p[1] for p in parts])
@@ -1132,8 +1311,8 @@ class ALS(BaseEstimator):
             ptr, indices = _csr_take(ptr, indices, order)
             if cand is not None:
                 ptr, indices = _csr_columns(ptr, indices, cand)
-        return _recommend_partition(V, Y, ids, item_ids, ptr, indices, n, self.user_col,
-                                    self.item_col, twins, banned)
+        return self._run(_recommend_partition, V, Y, ids, item_ids, ptr, indices, n,
+                         self.user_col, self.item_col, twins, banned)
 
     @placed
     def recommend_all(self, n=10, *, users=None, filter_seen=True, items=None,
@@ -1148,6 +1327,9 @@ class ALS(BaseEstimator):
         check_is_fitted(self, "user_factors_")
         n = self._check_n(n)
         Y, item_ids, twins, cand, banned = self._candidates(items, filter_items)
+        if self._on_cluster():
+            return self._recommend_all_blocks(n, users, filter_seen, Y, item_ids, twins,
+                                              cand, banned)
         X, user_ids = self.user_factors_, self.user_ids_
         seen_ptr, seen_idx = self._seen_indptr, self._seen_indices
         if users is not None:
@@ -1184,15 +1366,118 @@ class ALS(BaseEstimator):
                             self.user_col, self.item_col, twins, banned))
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
+    # ------------------------------------------------------------------ on the cluster
+    def _on_cluster(self):
+        """Whether the factors stay on the cluster that fitted them (dask arrays over
+        the blocks its workers hold; see the driver-state-bytes setting).  Such a model
+        is served by that cluster: without its client active, a RuntimeError says so."""
+        remote = isinstance(getattr(self, "user_factors_", None), da.Array)
+        if remote:
+            self._client()
+        return remote
+
+    def _key(self, what):
+        """A future of what serving needs whole, made once per model where the factors
+        are: ``'user'`` / ``'item'`` (a side's factors, concatenated by a worker),
+        ``'<side>-twins'`` (:func:`twin_rows`), ``'<side>-unit'`` (unit rows)."""
+        cache = self.__dict__.setdefault("_serving", {})
+        if what not in cache:
+            side, _, derived = what.partition("-")
+            if derived:
+                fn = twin_rows if derived == "twins" else _unit
+                task = dask.delayed(fn, pure=False)(self._key(side))
+            else:
+                F = getattr(self, f"{side}_factors_")
+                task = dask.delayed(_concat_blocks, pure=False)(*F.to_delayed().ravel())
+            cache[what] = self._client().compute(task)
+        return cache[what]
+
+    def _client(self):
+        client = get_client_or_none()
+        if client is None:
+            raise RuntimeError(
+                "this ALS model's factors are held by the workers of the cluster that "
+                "fitted it (they were larger than the dmlkit.driver-state-bytes setting): "
+                "use it with that cluster's Client active")
+        return client
+
+    def _index_or_key(self, side):
+        """A side's whole factors: the array here, or a future on the cluster."""
+        return self._key(side) if self._on_cluster() else getattr(self, f"{side}_factors_")
+
+    def _run(self, fn, *args, **kwargs):
+        """``fn(*args)`` here, or as a task on the cluster where the factors are (any
+        argument may be a future or Delayed there); only the result comes back."""
+        if not self._on_cluster():
+            return fn(*args, **kwargs)
+        (out,) = compute(dask.delayed(fn, pure=False)(*args, **kwargs))
+        return out
+
+    def _user_rows(self, codes):
+        """(factors, seen indptr, seen indices) of the users ``codes``, in that order: from
+        the arrays here, or only those rows fetched from the user blocks."""
+        if not self._on_cluster():
+            return (self.user_factors_[codes],
+                    *_csr_take(self._seen_indptr, self._seen_indices, codes))
+        k = self.user_factors_.shape[1]
+        if len(codes) == 0:
+            return (np.zeros((0, k), self.user_factors_.dtype), np.zeros(1, np.int64),
+                    np.zeros(0, np.int32))
+        cuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        blk = np.searchsorted(cuts, codes, side="right") - 1
+        order = np.argsort(blk, kind="stable")
+        blocks = self.user_factors_.to_delayed().ravel()
+        task = dask.delayed(_rows_and_seen, pure=False)
+        tasks = [task(blocks[b], self._seen_parts[b], codes[order][blk[order] == b] - cuts[b])
+                 for b in np.unique(blk)]
+        got = compute(*tasks)
+        V = np.concatenate([g[0] for g in got])
+        ptr = np.concatenate([[0]] + [g[1][1:] + o for g, o in zip(
+            got, np.cumsum([0] + [g[2].shape[0] for g in got[:-1]]), strict=True)])
+        indices = np.concatenate([g[2] for g in got])
+        back = np.empty_like(order)
+        back[order] = np.arange(order.shape[0])
+        return (V[back], *_csr_take(ptr, indices, back))
+
+    def _recommend_all_blocks(self, n, users, filter_seen, Y, item_ids, twins, cand, banned):
+        """``recommend_all`` on the cluster path: one partition per user block (or per run
+        of the asked users within one block), each ranked where its block is."""
+        cuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        blocks = self.user_factors_.to_delayed().ravel()
+        fn = dask.delayed(_recommend_rows, pure=False)
+        ids_k = dask.delayed(item_ids, pure=True)
+        meta = _recommend_partition(np.zeros((0, 1), self.user_factors_.dtype),
+                                    np.zeros((0, 1), self.user_factors_.dtype),
+                                    self.user_ids_[:0], item_ids, None, None, n,
+                                    self.user_col, self.item_col)
+        args = (Y, ids_k, n, self.user_col, self.item_col, twins, banned, cand, filter_seen)
+        parts = []
+        if users is None:
+            for b in range(len(blocks)):
+                parts.append(fn(blocks[b], self._seen_parts[b], None,
+                                self.user_ids_[cuts[b]:cuts[b + 1]], *args))
+        else:
+            asked = _as_ids(users)
+            codes = self._user_index.get_indexer(asked)
+            self._warn_unknown_users(asked[codes < 0].to_numpy(), len(asked), fold_in=False)
+            codes = codes[codes >= 0]
+            blk = np.searchsorted(cuts, codes, side="right") - 1
+            starts = np.flatnonzero(np.r_[True, blk[1:] != blk[:-1]]) if len(codes) else []
+            for s, e in zip(starts, list(starts[1:]) + [len(codes)], strict=True):
+                b = blk[s]
+                parts.append(fn(blocks[b], self._seen_parts[b], codes[s:e] - cuts[b],
+                                self.user_ids_[codes[s:e]], *args))
+        if not parts:
+            return dd.from_pandas(meta, npartitions=1)
+        return dd.from_delayed(parts, meta=meta, verify_meta=False)
+
     def _unit_rows(self, side, F):
         # F's rows scaled to unit norm (zero rows kept), computed once per factor matrix:
         # the cache holds the matrix it was made from, so a refit or new factors renew it
         cache = self.__dict__.setdefault("_unit_cache", {})
         hit = cache.get(side)
         if hit is None or hit[0] is not F:
-            norms = np.linalg.norm(F.astype(np.float64), axis=1)
-            norms[norms == 0] = 1.0
-            hit = cache[side] = (F, (F / norms[:, None]).astype(F.dtype))
+            hit = cache[side] = (F, _unit(F))
         return hit[1]
 
     def _twins(self, side, F):
@@ -1207,14 +1492,20 @@ class ALS(BaseEstimator):
         state = super().__getstate__()
         state.pop("_unit_cache", None)  # derived from the factors: not pickled
         state.pop("_twin_cache", None)
+        state.pop("_serving", None)
         return state
 
     def _similar(self, F, ids, index, query, n, col):
         codes = index.get_indexer(pd.Index(np.atleast_1d(np.asarray(query))))
         codes = codes[codes >= 0]
-        G = self._unit_rows(col, F)
-        rows, cols, scores, rank = _top_n(G[codes], G, n, exclude=codes,
-                                          twins=self._twins(col, F))
+        if self._on_cluster():
+            side = "user" if F is self.user_factors_ else "item"
+            G, twins = self._key(side + "-unit"), self._key(side + "-twins")
+            V = dask.delayed(_take_rows, pure=False)(G, codes)
+        else:
+            G, twins = self._unit_rows(col, F), self._twins(col, F)
+            V = G[codes]
+        rows, cols, scores, rank = self._run(_top_n, V, G, n, exclude=codes, twins=twins)
         return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
                              "score": scores, "rank": rank})
 

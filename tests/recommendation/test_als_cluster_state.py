@@ -1,0 +1,182 @@
+"""ALS with its factors kept on the cluster (``dmlkit.driver-state-bytes``).
+
+With the threshold set to 0 a small fit takes the cluster path: the factors stay as row
+blocks on the workers (``user_factors_`` / ``item_factors_`` are dask arrays over them),
+and everything the client path computes here runs as tasks where the blocks are.  The
+model is the same bits either way, and so is everything it serves.  Checkpoints are
+written by the workers, and a checkpoint cuts the blocks' lineage to one read.
+"""
+
+import json
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmlkit
+from dmlkit._core.checkpoint import CheckpointStore
+from dmlkit.datasets import make_ratings
+from dmlkit.recommendation import ALS
+
+N_USERS, N_ITEMS = 600, 250
+USERS = [5, 3, 599, 17, 300, 4]
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    return make_ratings(N_USERS, N_ITEMS, 9000, rank=4, noise=0.05, npartitions=3,
+                        random_state=0)
+
+
+@pytest.fixture(scope="module")
+def implicit_ratings():
+    return make_ratings(N_USERS, N_ITEMS, 9000, rank=4, implicit=True, npartitions=3,
+                        random_state=1)
+
+
+def als(**kw):
+    return ALS(**{"factors": 6, "iterations": 3, "random_state": 0,
+                  "calculate_training_loss": True, **kw})
+
+
+_FITS = {}
+
+
+def fit_both(data, **kw):
+    """(client path, cluster path) fits of the same estimator on the same blocks (made
+    once per module and parameters: the tests only read them)."""
+    key = (id(data), repr(sorted(kw.items())))
+    if key not in _FITS:
+        _FITS[key] = _fit_both(data, **kw)
+    return _FITS[key]
+
+
+def _fit_both(data, **kw):
+    with dmlkit.config_context(local_fit_bytes=0, block_size="16KiB"):
+        here = als(**kw).fit(data)
+        with dmlkit.config_context(driver_state_bytes=0):
+            there = als(**kw).fit(data)
+    return here, there
+
+
+def assert_same_factors(here, there):
+    for side in ("user", "item"):
+        F, G = getattr(here, f"{side}_factors_"), getattr(there, f"{side}_factors_")
+        assert isinstance(F, np.ndarray) and isinstance(G, da.Array)
+        G = G.compute()
+        assert G.dtype == F.dtype and G.shape == F.shape
+        assert G.tobytes() == F.tobytes(), side
+    assert np.array(here.loss_curve_).tobytes() == np.array(there.loss_curve_).tobytes()
+
+
+def same_frame(a, b):
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("kw", [{}, {"implicit": True}, {"nonnegative": True}],
+                         ids=["explicit", "implicit", "nonnegative"])
+def test_factors_on_the_cluster_are_the_client_paths_bits(ratings, implicit_ratings,
+                                                          with_client, kw):
+    data = implicit_ratings if kw.get("implicit") else ratings
+    here, there = fit_both(data, **kw)
+    assert not here._on_cluster() and there._on_cluster()
+    # several blocks per side, each held by the workers (futures), none in the client
+    blocks = there.user_factors_.to_delayed().ravel()
+    assert len(blocks) > 1
+    assert there._seen_indptr is None and len(there._seen_parts) == len(blocks)
+    assert_same_factors(here, there)
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_serving_on_the_cluster_gives_the_same_answers(ratings, implicit_ratings,
+                                                       with_client, implicit):
+    data = implicit_ratings if implicit else ratings
+    here, there = fit_both(data, **({"implicit": True} if implicit else {}))
+    local = data.compute()
+    cand = {"items": [1, 2, 3, 50, 60, 61, 200], "filter_items": [2]}
+    for kw in [{}, cand, {"filter_items": [2, 7]}, {"filter_seen": False},
+               {"ratings": local[local["user_id"].isin([5, 17])]}]:
+        same_frame(here.recommend(USERS, n=5, **kw), there.recommend(USERS, n=5, **kw))
+    for kw in [{}, {"users": USERS}, {"items": cand["items"]}, {"filter_items": [7]},
+               {"users": [9, 8, 7], "filter_seen": False}]:
+        got = there.recommend_all(n=4, **kw)
+        assert isinstance(got, dd.DataFrame)
+        same_frame(here.recommend_all(n=4, **kw).compute(), got.compute())
+    np.testing.assert_array_equal(here.predict(local.head(200)), there.predict(local.head(200)))
+    np.testing.assert_array_equal(here.predict(data).compute(), there.predict(data).compute())
+    assert here.score(local) == there.score(local)
+    assert here.score(data) == there.score(data)
+    same_frame(here.similar_items([1, 2, 3], n=4), there.similar_items([1, 2, 3], n=4))
+    same_frame(here.similar_users([1, 2, 3], n=4), there.similar_users([1, 2, 3], n=4))
+
+
+def test_cluster_model_needs_its_cluster_and_refuses_partial_fit(ratings, client):
+    with client.as_current():
+        _, there = fit_both(ratings)
+        with pytest.raises(NotImplementedError, match="partial_fit_users is not available"):
+            there.partial_fit_users([1], ratings.compute())
+    # the session's client is not the default one outside that block
+    with pytest.raises(RuntimeError, match="use it with that cluster's Client active"):
+        there.recommend([1], n=3)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_checkpoint_is_written_by_the_workers_and_resumes_bit_identical(
+        implicit_ratings, with_client, tmp_path, monkeypatch):
+    kw = {"implicit": True, "iterations": 4}
+    with dmlkit.config_context(local_fit_bytes=0, block_size="16KiB"):
+        ref = als(**kw).fit(implicit_ratings)
+        real, done = CheckpointStore.save, []
+
+        def save(store, *args, **kwargs):
+            if len(done) == 2:
+                raise Interrupted
+            done.append(real(store, *args, **kwargs))
+
+        with dmlkit.config_context(driver_state_bytes=0):
+            with monkeypatch.context() as m:
+                m.setattr(CheckpointStore, "save", save)
+                with pytest.raises(Interrupted):
+                    als(checkpoint=tmp_path, **kw).fit(implicit_ratings)
+            manifest = json.loads((tmp_path / "manifest.json").read_text())
+            assert manifest["step"] == 2
+            names = manifest["files"]["blocks"]["user_factors"]
+            assert len(names) > 1 and all((tmp_path / n).exists() for n in names)
+            resumed = als(checkpoint=tmp_path, **kw).fit(implicit_ratings)
+    assert resumed.resumed_from_iter_ == 2 and resumed._on_cluster()
+    assert_same_factors(ref, resumed)
+
+
+def _ancestors(dask_scheduler=None, keys=()):
+    """Runs on the scheduler: every key the given keys' values were computed from."""
+    seen, todo = set(), [dask_scheduler.tasks[k] for k in keys]
+    while todo:
+        ts = todo.pop()
+        for dep in ts.dependencies:
+            if dep.key not in seen:
+                seen.add(dep.key)
+                todo.append(dep)
+    return sorted(str(k) for k in seen)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["no checkpoint", "checkpoint"])
+def test_a_checkpoint_cuts_the_blocks_lineage(ratings, with_client, tmp_path, checkpoint):
+    """Without a checkpoint a lost block is recomputed from the first iteration (its
+    lineage reaches the starting factors); with one, from the last saved blocks."""
+    kw = {"iterations": 4, "checkpoint_interval": 2}
+    if checkpoint:
+        kw["checkpoint"] = tmp_path
+    with dmlkit.config_context(local_fit_bytes=0, driver_state_bytes=0, block_size="16KiB"):
+        model = als(**kw).fit(ratings)
+    keys = [f.key for f in model.user_factors_.dask.values() if hasattr(f, "key")]
+    assert keys
+    lineage = with_client.run_on_scheduler(_ancestors, keys=keys)
+    reached_start = any("-init-" in k for k in lineage)
+    assert reached_start is not checkpoint
+    if checkpoint:  # two iterations back: the blocks read from the checkpoint of step 2
+        assert any("-user_factors-" in k or "-item_factors-" in k for k in lineage)
