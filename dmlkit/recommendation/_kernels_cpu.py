@@ -48,15 +48,18 @@ reassociate sums so dot products vectorise, and fuse multiply-adds; see
 from __future__ import annotations
 
 import math
+import operator
 
 import numba
 import numpy as np
 from numba import prange
 
 from dmlkit._core.numba_utils import FAST_FLAGS, block_kernel, n_chunks_for
+from dmlkit._core.reduce import dyadic_merge, dyadic_sum
 from dmlkit.recommendation._kernels_xp import check_params
 
 NNLS_SWEEPS = 50
+GRAM_ROWS = 4096  # rows per leaf of YᵀY's fixed tree (a multiple of 4: the unrolled loop)
 CG_EPS = 1e-20  # squared residual norm that ends CG early (as ``implicit``)
 PIVOT_FLOOR = 1e-13
 MIN_CHUNK_ROWS = 256  # each row is a k x k solve: far heavier than a k-means row
@@ -432,10 +435,11 @@ def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, s
 
 
 @block_kernel(fastmath=FAST_FLAGS)
-def _gram(Y, n_chunks):
-    # IN Y (n, k)   OUT Y^T Y (k, k) float64: per-chunk sums combined in chunk order
+def _gram_parts(Y, chunk):
+    # IN Y (n, k)   OUT the upper triangle of Y_c^T Y_c (n_chunks, k, k) float64 for
+    # every chunk c of `chunk` rows (the last may be shorter), one chunk per thread
     n, k = Y.shape
-    chunk = (n + n_chunks - 1) // n_chunks
+    n_chunks = (n + chunk - 1) // chunk
     parts = np.zeros((n_chunks, k, k))
     for ch in prange(n_chunks):
         G = parts[ch]
@@ -460,13 +464,7 @@ def _gram(Y, n_chunks):
                 for b in range(a, k):
                     G[a, b] += u0 * Yq[0, b]
             i += 1
-    out = np.zeros((k, k))
-    for ch in range(n_chunks):
-        out += parts[ch]
-    for a in range(k):
-        for b in range(a + 1, k):
-            out[b, a] = out[a, b]
-    return out
+    return parts
 
 
 def _threads(n_threads, n_chunks):
@@ -501,12 +499,31 @@ def _cost_bounds(indptr, k, n_chunks):
     return np.concatenate([[0], cuts + 1, [n]]).clip(0, n).astype(np.int64)
 
 
-def gram(Y, n_threads=1):
-    """Y^T Y as a (k, k) float64 array (the implicit-feedback base term)."""
+def gram_leaves(Y, n_threads=1):
+    """The Gram matrices of every chunk of GRAM_ROWS rows of Y (n_chunks, k, k) float64,
+    upper triangles: the leaves of :func:`gram`'s tree (a block of rows starting at a
+    multiple of GRAM_ROWS gives the leaves of the whole matrix's chunks it holds)."""
     Y = _as_factors(Y)
-    k = Y.shape[1]
-    nc = n_chunks_for(Y.shape[0], 8 * k * k)
-    return _gram(Y, nc, n_threads=_threads(n_threads, nc))
+    nc = -(-Y.shape[0] // GRAM_ROWS)
+    return _gram_parts(Y, GRAM_ROWS, n_threads=_threads(n_threads, max(1, nc)))
+
+
+def gram_root(nodes, n_leaves):
+    """Y^T Y from the nodes of the fixed tree over Y's GRAM_ROWS-row chunks (see
+    :func:`dmlkit._core.reduce.dyadic_merge`), mirrored into a full (k, k) matrix."""
+    (out,) = dyadic_merge(nodes, n_leaves, operator.add).values()
+    return np.triu(out) + np.triu(out, 1).T
+
+
+def gram(Y, n_threads=1):
+    """Y^T Y as a (k, k) float64 array (the implicit-feedback base term): the chunks' Gram
+    matrices summed in the fixed tree over the chunks' global positions, so row blocks
+    of Y reduced separately give the same bits (:func:`gram_root`)."""
+    Y = _as_factors(Y)
+    if Y.shape[0] == 0:
+        return np.zeros((Y.shape[1], Y.shape[1]))
+    leaves = gram_leaves(Y, n_threads=n_threads)
+    return gram_root(dyadic_sum(list(leaves), operator.add), len(leaves))
 
 
 def als_solve_rows_block(indptr, indices, data, Y, *, reg, implicit=False, alpha=1.0,

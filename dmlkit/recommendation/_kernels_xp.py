@@ -20,12 +20,16 @@ the numba kernel floors tiny pivots, ``linalg.solve`` raises or returns inf/nan.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from array_api_compat import array_namespace, device
 
 from dmlkit._core.dispatch import to_numpy
+from dmlkit._core.reduce import dyadic_merge, dyadic_sum
 
 NNLS_SWEEPS = 50
+GRAM_ROWS = 4096  # rows per leaf of YᵀY's fixed tree (as the numba kernels)
 GATHER_ELEMS = 1 << 22  # float64 values in one gathered (rows, width, k) tensor
 
 
@@ -73,18 +77,36 @@ def _plan(nnz_sorted, k, budget):
     return chunks
 
 
-def gram(Y, n_threads=1):
-    """Y^T Y as a (k, k) float64 array of Y's namespace."""
+def gram_leaves(Y, n_threads=1):
+    """The Gram matrices of every chunk of GRAM_ROWS rows of Y, float64 (n_chunks, k, k)
+    in Y's namespace: the leaves of :func:`gram`'s tree."""
     xp = array_namespace(Y)
     if Y.ndim != 2:
         raise ValueError(f"Y must be a 2-d factor matrix (n_other, k), got ndim={Y.ndim}")
     n, k = Y.shape
-    step = max(1, GATHER_ELEMS // max(1, k))
-    out = xp.zeros((k, k), dtype=xp.float64, device=device(Y))
-    for start in range(0, n, step):
-        Yc = xp.astype(Y[start:min(n, start + step), :], xp.float64)
-        out = out + xp.matrix_transpose(Yc) @ Yc
+    parts = []
+    for start in range(0, n, GRAM_ROWS):
+        Yc = xp.astype(Y[start:min(n, start + GRAM_ROWS), :], xp.float64)
+        parts.append(xp.matrix_transpose(Yc) @ Yc)
+    return xp.stack(parts) if parts else xp.zeros((0, k, k), dtype=xp.float64,
+                                                  device=device(Y))
+
+
+def gram_root(nodes, n_leaves):
+    """Y^T Y from the nodes of the fixed tree over Y's chunks (as the numba kernels')."""
+    (out,) = dyadic_merge(nodes, n_leaves, operator.add).values()
     return out
+
+
+def gram(Y, n_threads=1):
+    """Y^T Y as a (k, k) float64 array of Y's namespace: the chunks' Gram matrices summed
+    in the fixed tree over their global positions (see the numba kernels' ``gram``)."""
+    xp = array_namespace(Y)
+    leaves = gram_leaves(Y)
+    if leaves.shape[0] == 0:
+        return xp.zeros((Y.shape[1], Y.shape[1]), dtype=xp.float64, device=device(Y))
+    return gram_root(dyadic_sum([leaves[i, ...] for i in range(leaves.shape[0])],
+                                operator.add), leaves.shape[0])
 
 
 def _nnls(xp, A, b, x, sweeps):
