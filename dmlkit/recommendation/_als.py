@@ -21,6 +21,12 @@ How a fit runs
    earlier one's, so a worker lost at iteration 14 costs iteration 14's tasks.
    The iterations run through the core's :class:`~dmlkit._core.loop.FitLoop`: with
    ``checkpoint`` the factors are saved one file per block, and a fit resumes from them.
+4. Factors larger than ``dmlkit.driver-state-bytes`` stay on the cluster instead: the
+   state holds futures of the blocks, the solved blocks stay where they were solved, a
+   worker concatenates the side the next half needs, and the loss is computed there.
+   Starting factors come from per-chunk random streams (:func:`_init_rows`), so each
+   block is made on its worker with the bits the client path makes.  Serving then runs
+   as tasks where the blocks are.
 
 Every row's solve depends only on its own ratings and the other side's factors, and
 the kernels' arithmetic does not depend on chunking or threads: the factors are the
@@ -33,6 +39,7 @@ import functools
 import logging
 import math
 import numbers
+import operator
 import time
 import warnings
 from numbers import Integral, Real
@@ -55,6 +62,7 @@ from dmlkit._core.dispatch import backend_of, get_kernels, to_device, to_numpy
 from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step, fit_fingerprint
 from dmlkit._core.numba_utils import one_blas_thread
 from dmlkit._core.params import Interval, StrOptions, validate_params
+from dmlkit._core.reduce import dyadic_sum
 from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
 from dmlkit.base import keep_state_on_error
@@ -68,6 +76,10 @@ SOLVE_ORDERS = ("auto", "users", "items")
 BYTES_PER_RATING = 12  # int32 index + float64 value, per layout
 SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
 INIT_ROWS = 1 << 16  # rows per random stream of the starting factors
+# on the cluster path, a side's factors up to this size go whole to every worker solving
+# the other side (one transfer per worker); a larger side is routed: each block gets
+# only the rows it rates (Spark MLlib's in/out blocks)
+WHOLE_SIDE_BYTES = 256 << 20
 
 
 # ----------------------------------------------------------------------------------
@@ -97,13 +109,90 @@ def _solve_task(block, other, start, YtY, params, backend, with_loss, with_seen,
                                         n_threads=n_threads, **params))
     loss = None
     if with_loss:
-        # stored entries' error + this side's regularisation (ALS-WR: weighted by count)
-        loss = K.als_loss_block(indptr, indices, data, X, Y, implicit=params["implicit"],
-                                alpha=params["alpha"], n_threads=n_threads)
+        # this side's regularisation (ALS-WR: weighted by count), and with "all" the
+        # stored entries' error before it; einsum, not BLAS: the same bits on any thread
+        loss = 0.0
+        if with_loss == "all":
+            loss = K.als_loss_block(indptr, indices, data, X, Y, implicit=params["implicit"],
+                                    alpha=params["alpha"], n_threads=n_threads)
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         weight = np.ones_like(sq) if params["implicit"] else np.diff(indptr).astype(float)
-        loss += params["reg"] * float(np.dot(weight, sq))
+        loss += params["reg"] * float(np.einsum("i,i->", weight, sq))
     return X, loss, _seen_task(block) if with_seen else None
+
+
+def _solve_routed(block, needs, offsets, pieces, k, start, YtY, params, backend, with_loss,
+                  with_seen, n_threads=1):
+    """:func:`_solve_task` against only the rows of the other side this block rates
+    (``pieces``: the rows ``needs[o]`` of the other side's block o, which starts at row
+    ``offsets[o]``).  The block's indices are renumbered to positions in those rows, in
+    the same order, so every row's solve adds the same terms in the same order: the
+    bits of a solve against the whole other side."""
+    indptr, indices, data = block
+    codes = (np.concatenate([n + off for n, off in zip(needs, offsets, strict=True)])
+             if needs else np.zeros(0, np.int64))
+    Y = np.concatenate(pieces) if pieces else np.zeros((0, k), np.float32)
+    local = np.searchsorted(codes, indices).astype(indices.dtype, copy=False)
+    X, loss, _ = _solve_task((indptr, local, data), Y, start, YtY, params, backend,
+                             with_loss, False, n_threads=n_threads)
+    return X, loss, _seen_task(block) if with_seen else None
+
+
+def _need_task(block, cuts):
+    """The rows of each other-side block ``o`` (by ``cuts``) this block rates, as
+    positions in block ``o``: a list of sorted int64 arrays (Spark's out-block)."""
+    codes = np.unique(block[1])
+    where = np.searchsorted(codes, cuts)
+    return [codes[where[o]:where[o + 1]].astype(np.int64) - int(cuts[o])
+            for o in range(len(cuts) - 1)]
+
+
+def _sizes(parts):
+    return [int(p.shape[0]) for p in parts]
+
+
+def _route(F, rows):
+    """The rows ``rows`` of a factor block, for a block of the other side that rates them."""
+    return np.ascontiguousarray(F[rows])
+
+
+def _gram_piece(Y, start, n_total, backend):
+    """One factor block's share of its side's YᵀY (the kernels' fixed tree over chunks
+    of GRAM_ROWS rows at global positions): the tree's nodes over the chunks it holds
+    whole, and ``{chunk: rows}`` of the chunks it shares with a neighbouring block."""
+    K = get_kernels("recommendation", backend)
+    G = K.GRAM_ROWS
+    n_leaves = -(-n_total // G)
+    stop = start + Y.shape[0]
+    whole, pieces = [], {}
+    for c in range(start // G, -(-stop // G)):
+        lo, hi = max(c * G, start), min((c + 1) * G, stop)
+        if lo == c * G and hi == min((c + 1) * G, n_total):
+            whole.append(c)
+        else:
+            pieces[c] = Y[lo - start:hi - start]
+    nodes = {}
+    if whole:
+        a, b = whole[0], whole[-1] + 1
+        leaves = K.gram_leaves(Y[a * G - start:min(b * G, n_total) - start])
+        nodes = dyadic_sum([leaves[i, ...] for i in range(leaves.shape[0])], operator.add,
+                           first=a, n_leaves=n_leaves)
+    return nodes, pieces
+
+
+def _gram_combine(n_total, backend, *results):
+    """YᵀY of a whole side from its blocks' :func:`_gram_piece` (in block order): the
+    bits of the kernels' ``gram`` of the whole matrix, whatever the blocks."""
+    K = get_kernels("recommendation", backend)
+    nodes, shared = {}, {}
+    for block_nodes, pieces in results:
+        nodes.update(block_nodes)
+        for c, rows in pieces.items():
+            shared.setdefault(c, []).append(rows)
+    for c, parts in shared.items():
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        nodes[(0, c)] = K.gram_leaves(rows)[0, ...]
+    return K.gram_root(nodes, -(-n_total // K.GRAM_ROWS))
 
 
 def _factor_block(result, dtype):
@@ -144,24 +233,27 @@ def _init_rows(seed, side, start, stop, k, dtype, implicit, nonnegative):
     return F.astype(dtype)
 
 
-def _objective(second_side, first, X, Y, seen_csr, implicit, reg):
-    """The training loss (``loss_curve_``) from the second half's part (its stored
-    entries' error and its regularisation, summed in its tasks) and the ``first``
-    side's regularisation, over the whole factor matrices (a task on the cluster path)."""
-    user_indptr, user_indices = seen_csr
-    n_pairs = int(user_indptr[-1])  # (user, item) pairs after merging duplicates
-    F = X if first == "user" else Y
-    sq = np.einsum("ij,ij->i", F, F, dtype=np.float64)
-    with one_blas_thread():  # the same bits in this process as on a worker
-        if implicit:
-            XtX = X.T.astype(np.float64) @ X.astype(np.float64)
-            YtY = Y.T.astype(np.float64) @ Y.astype(np.float64)
-            total = second_side + float(np.sum(XtX * YtY)) + reg * sq.sum()
-        else:
-            counts = (np.diff(user_indptr) if first == "user" else
-                      np.bincount(user_indices, minlength=Y.shape[0]))
-            total = second_side + reg * float(np.dot(counts, sq))
+def _objective(second, first_reg, XtX, YtY, n_pairs):
+    """The training loss (``loss_curve_``): the second half's part (its stored entries'
+    error and its regularisation), the first half's regularisation (each summed over
+    the blocks in block order), and for implicit feedback sum(XᵀX * YᵀY) (the error of
+    every cell not stored), per (user, item) pair."""
+    total = second + first_reg
+    if XtX is not None:
+        total += float(np.sum(XtX * YtY))
     return float(total / max(1, n_pairs))
+
+
+def _block_sum(values):
+    """The blocks' losses summed in block order: the same bits every time."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+def _n_stored(part):
+    return int(part[1].shape[0])
 
 
 def _seen_task(block):
@@ -466,8 +558,8 @@ class ALS(BaseEstimator):
         feedback the items (the users, whom ``recommend`` serves, are solved last).  Both
         gave the better held-out error on MovieLens and on its transpose (see
         ``docs/user_guide/als.md``).  ``'items'`` is Spark MLlib's order; ``'users'``
-        is the implicit library's and dmlkit's earlier one (the same factors, bit for
-        bit).  The order taken is ``solve_order_``.
+        is the implicit library's and dmlkit's earlier one.  The order taken is
+        ``solve_order_``.
     calculate_training_loss : bool, default=False
         Record the objective after every iteration in ``loss_curve_`` (computed inside
         the second half-iteration's tasks: no extra pass).  It is the squared error (implicit:
@@ -500,6 +592,10 @@ class ALS(BaseEstimator):
     ----------
     user_factors_ : ndarray (n_users, factors)
     item_factors_ : ndarray (n_items, factors)
+        Factors larger than the ``dmlkit.driver-state-bytes`` setting, fitted on a
+        cluster, stay there: these are then dask arrays over the row blocks the workers
+        hold (the same bits), and the methods below run where they are, with that
+        cluster's client active.
     user_ids_, item_ids_ : ndarray
         The distinct ids seen in fit, sorted; row ``j`` of the factors belongs to id
         ``j``.  For a scipy.sparse matrix they are ``arange(n_rows)`` / ``arange(n_cols)``.
@@ -802,53 +898,138 @@ class ALS(BaseEstimator):
         """
         a, b = (first, SIDES[1 - SIDES.index(first)])
         A, B = state[f"{a}_factors"], state[f"{b}_factors"]
+        cuts = {"user": state["user_cuts"], "item": state["item_cuts"]}
         remote = is_future(A[0])
         with_seen = not seen
-        with_loss = self.calculate_training_loss
-        half_a = self._submit_half(driver, blocks[a], self._whole(driver, B, a + "s-other"),
-                                   A, params, backend, with_loss=False,
-                                   with_seen=with_seen and a == "user", step=a + "s")
-        # the second half reads the first half's new factors where they were solved (one
-        # key built from this half's results, lineage of one half-iteration) while
-        # they also come back to the driver, which needs them for the next iteration
-        A_new = self._rows_of(driver, half_a, a + "s")
-        half_b = self._submit_half(driver, blocks[b], A_new, B, params, backend,
-                                   with_loss=with_loss, with_seen=with_seen and b == "user",
-                                   step=b + "s")
+        loss_kw = ("reg", "all") if self.calculate_training_loss else (False, False)
         dtype = np.dtype(self.dtype)
-        A, _, got_a = self._collect_half(driver, half_a, dtype, with_loss=False,
-                                         with_seen=with_seen and a == "user", remote=remote)
-        B, loss, got_b = self._collect_half(driver, half_b, dtype, with_loss=with_loss,
-                                            with_seen=with_seen and b == "user",
-                                            remote=remote)
+        if remote:  # the factors stay on the cluster: each half reads the other's blocks
+            half_a = self._half_remote(driver, blocks[a], A, B, cuts[b], seen, params,
+                                       backend, with_loss=loss_kw[0],
+                                       with_seen=with_seen and a == "user", step=a + "s")
+            A, loss_a, got_a = self._collect_half(driver, half_a, dtype, with_loss=loss_kw[0],
+                                                  with_seen=with_seen and a == "user",
+                                                  remote=True)
+            half_b = self._half_remote(driver, blocks[b], B, A, cuts[a], seen, params,
+                                       backend, with_loss=loss_kw[1],
+                                       with_seen=with_seen and b == "user", step=b + "s")
+        else:
+            half_a = self._submit_half(driver, blocks[a], np.concatenate(B), A, params,
+                                       backend, with_loss=loss_kw[0],
+                                       with_seen=with_seen and a == "user", step=a + "s")
+            # the second half reads the first half's new factors where they were solved
+            # (one key built from this half's results, lineage of one half-iteration)
+            # while they also come back to the driver, for the next iteration
+            A_new = self._rows_of(driver, half_a, a + "s")
+            half_b = self._submit_half(driver, blocks[b], A_new, B, params, backend,
+                                       with_loss=loss_kw[1],
+                                       with_seen=with_seen and b == "user", step=b + "s")
+            A, loss_a, got_a = self._collect_half(driver, half_a, dtype, with_loss=loss_kw[0],
+                                                  with_seen=with_seen and a == "user",
+                                                  remote=False)
+            del A_new
+        B, loss_b, got_b = self._collect_half(driver, half_b, dtype, with_loss=loss_kw[1],
+                                              with_seen=with_seen and b == "user",
+                                              remote=remote)
         if with_seen:
             seen.update(got_a if a == "user" else got_b)
-        del half_a, half_b, A_new
+        del half_a, half_b
         new = {f"{a}_factors": A, f"{b}_factors": B}
         losses, metrics = state["losses"], {}
-        if with_loss:
-            args = (loss, a, new["user_factors"], new["item_factors"])
-            if remote:  # over the blocks, where they are
-                loss = driver.compute(dask.delayed(_objective, pure=False)(
-                    loss, a, self._whole(driver, args[2], "user-rows"),
-                    self._whole(driver, args[3], "item-rows"),
-                    dask.delayed(_join_seen, pure=False)(seen["parts"]),
-                    bool(self.implicit), float(self.regularization),
-                    dask_key_name=driver.key("loss")))[0]
-            else:
-                loss = _objective(loss, a, np.concatenate(args[2]), np.concatenate(args[3]),
-                                  seen["csr"], bool(self.implicit), float(self.regularization))
+        if self.calculate_training_loss:
+            if remote:
+                loss_a, loss_b = (_block_sum(v) for v in driver.gather([loss_a, loss_b]))
+            XtX = YtY = None
+            if self.implicit:
+                XtX, YtY = (self._gram_of(driver, new[f"{side}_factors"], cuts[side], backend,
+                                          side + "-gram") for side in SIDES)
+                if remote:
+                    XtX, YtY = driver.compute(XtX, YtY)
+            loss = _objective(loss_b, loss_a, XtX, YtY, self._n_pairs(driver, seen))
             losses, metrics = losses + [loss], {"loss": loss}
         return dict(state, **new, losses=losses), Step(metrics=metrics)
 
     @staticmethod
-    def _whole(driver, blocks, step):
-        """A side's factors as one array: here, or one key on the cluster (a worker
-        concatenates the blocks it is given) when they stay there."""
+    def _n_pairs(driver, seen):
+        """(user, item) pairs after merging duplicates: what the loss is divided by."""
+        if "csr" in seen:
+            return int(seen["csr"][0][-1])
+        if "n_pairs" not in seen:
+            seen["n_pairs"] = sum(driver.compute(*[dask.delayed(_n_stored, pure=False)(p)
+                                                   for p in seen["parts"]]))
+        return seen["n_pairs"]
+
+    @staticmethod
+    def _gram_of(driver, blocks, cuts, backend, step):
+        """YᵀY of a side: here from the whole matrix, or (factors on the cluster) a task
+        combining the blocks' shares -- the same bits (:func:`_gram_combine`)."""
         if not is_future(blocks[0]):
-            return np.concatenate(blocks)
-        return dask.delayed(_concat_blocks, pure=False)(*blocks,
-                                                        dask_key_name=driver.key(step))
+            return to_numpy(get_kernels("recommendation", backend).gram(
+                to_device(np.concatenate(blocks), backend), n_threads=driver.total_threads()))
+        piece = dask.delayed(_gram_piece, pure=False)
+        key = driver.key(step)
+        n_total = int(cuts[-1])
+        parts = [piece(F, int(s), n_total, backend, dask_key_name=f"{key}-{i}")
+                 for i, (F, s) in enumerate(zip(blocks, cuts[:-1], strict=True))]
+        return dask.delayed(_gram_combine, pure=False)(n_total, backend, *parts,
+                                                      dask_key_name=f"{key}-combine")
+
+    def _half_remote(self, driver, blocks, own, other, ocuts, plans, params, backend, *,
+                     with_loss, with_seen, step):
+        """Start solving every block of one side against the other side's blocks, held
+        on the cluster: the whole other side goes to every worker when it is small
+        (WHOLE_SIDE_BYTES), else each block gets only the rows it rates, routed from the
+        blocks that hold them.  YᵀY is combined from the blocks' shares."""
+        warm = params["implicit"] or params["nonnegative"]
+        k = int(self.factors)
+        YtY = (self._gram_of(driver, other, ocuts, backend, step + "-gram")
+               if params["implicit"] else None)
+        routed = int(ocuts[-1]) * k * np.dtype(self.dtype).itemsize > WHOLE_SIDE_BYTES
+        key = driver.key(step)
+        tasks = []
+        if not routed:
+            whole = dask.delayed(_concat_blocks, pure=False)(*other,
+                                                             dask_key_name=key + "-other")
+            solve = dask.delayed(_solve_task, pure=False)
+            for b, block in enumerate(blocks):
+                tasks.append(solve(block, whole, own[b] if warm else None, YtY, params,
+                                   backend, with_loss, with_seen,
+                                   n_threads=driver.threads_per_task,
+                                   dask_key_name=f"{key}-{b}"))
+            return driver.submit(*tasks)
+        plan = self._plan(driver, blocks, ocuts, plans, step)
+        route = dask.delayed(_route, pure=False)
+        solve = dask.delayed(_solve_routed, pure=False)
+        for b, block in enumerate(blocks):
+            pieces = [route(other[o], need, dask_key_name=f"{key}-route-{o}-{b}")
+                      for o, need in plan[b]]
+            tasks.append(solve(block, [need for _, need in plan[b]],
+                               [int(ocuts[o]) for o, _ in plan[b]], pieces, k,
+                               own[b] if warm else None, YtY, params, backend, with_loss,
+                               with_seen, n_threads=driver.threads_per_task,
+                               dask_key_name=f"{key}-{b}"))
+        return driver.submit(*tasks)
+
+    @staticmethod
+    def _plan(driver, blocks, ocuts, plans, step):
+        """For every block of a side, ``[(o, rows of other-side block o it rates)]``
+        (futures, non-empty only), computed once per fit from the rating blocks and kept
+        on the cluster (Spark's out-blocks)."""
+        if step in plans:
+            return plans[step]
+        need = dask.delayed(_need_task, pure=False)
+        key = driver.key(step + "-need")
+        needs = driver.submit(*[need(block, ocuts, dask_key_name=f"{key}-{b}")
+                                for b, block in enumerate(blocks)])
+        sizes = driver.compute(*[dask.delayed(_sizes, pure=False)(n) for n in needs])
+        pick = dask.delayed(_pick, pure=False)
+        plan = []
+        for b, (n, counts) in enumerate(zip(needs, sizes, strict=True)):
+            used = [o for o, c in enumerate(counts) if c]
+            parts = driver.submit(*[pick(n, o, dask_key_name=f"{key}-{b}-{o}") for o in used])
+            plan.append(list(zip(used, parts, strict=True)))
+        plans[step] = plan
+        return plan
 
     @staticmethod
     def _first_side(n_users, n_items, implicit):
@@ -949,10 +1130,8 @@ class ALS(BaseEstimator):
             X = BlockList(driver.submit(*[picks(h, dtype, dask_key_name=f"{key}-{b}")
                                           for b, h in enumerate(handles)]))
             loss = None
-            if with_loss:
-                loss = 0.0
-                for v in driver.compute(*[pick(h, 1) for h in handles]):
-                    loss += v  # block order: the same bits as the driver's sum
+            if with_loss:  # the blocks' losses, gathered with the other half's
+                loss = driver.submit(*[pick(h, 1) for h in handles])
             seen = None
             if with_seen:
                 key = driver.key("seen")
@@ -961,11 +1140,7 @@ class ALS(BaseEstimator):
             return X, loss, seen
         results = driver.gather(handles)
         X = BlockList(np.ascontiguousarray(r[0], dtype=dtype) for r in results)
-        loss = None
-        if with_loss:
-            loss = 0.0
-            for r in results:  # block order: the same bits every time
-                loss += r[1]
+        loss = _block_sum([r[1] for r in results]) if with_loss else None
         return X, loss, {"csr": _join_seen([r[2] for r in results])} if with_seen else None
 
     @staticmethod

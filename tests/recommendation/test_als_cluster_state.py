@@ -7,6 +7,7 @@ model is the same bits either way, and so is everything it serves.  Checkpoints 
 written by the workers, and a checkpoint cuts the blocks' lineage to one read.
 """
 
+import contextlib
 import json
 
 import dask.array as da
@@ -18,7 +19,7 @@ import pytest
 import dmlkit
 from dmlkit._core.checkpoint import CheckpointStore
 from dmlkit.datasets import make_ratings
-from dmlkit.recommendation import ALS
+from dmlkit.recommendation import ALS, _als
 
 N_USERS, N_ITEMS = 600, 250
 USERS = [5, 3, 599, 17, 300, 4]
@@ -53,12 +54,24 @@ def fit_both(data, **kw):
     return _FITS[key]
 
 
-def _fit_both(data, **kw):
+def _fit_both(data, routed=False, **kw):
     with dmlkit.config_context(local_fit_bytes=0, block_size="16KiB"):
         here = als(**kw).fit(data)
-        with dmlkit.config_context(driver_state_bytes=0):
+        with dmlkit.config_context(driver_state_bytes=0), _routed(routed):
             there = als(**kw).fit(data)
     return here, there
+
+
+@contextlib.contextmanager
+def _routed(routed):
+    """Every side routed row by row to the blocks that rate them (as a side larger than
+    WHOLE_SIDE_BYTES is), or every side shipped whole (small sides)."""
+    saved = _als.WHOLE_SIDE_BYTES
+    _als.WHOLE_SIDE_BYTES = 0 if routed else saved
+    try:
+        yield
+    finally:
+        _als.WHOLE_SIDE_BYTES = saved
 
 
 def assert_same_factors(here, there):
@@ -75,12 +88,16 @@ def same_frame(a, b):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
+@pytest.mark.parametrize("routed", [False, True], ids=["whole", "routed"])
 @pytest.mark.parametrize("kw", [{}, {"implicit": True}, {"nonnegative": True}],
                          ids=["explicit", "implicit", "nonnegative"])
 def test_factors_on_the_cluster_are_the_client_paths_bits(ratings, implicit_ratings,
-                                                          with_client, kw):
+                                                          with_client, kw, routed):
+    """Whole: each side's factors concatenated on a worker for the other side's solves;
+    routed: each block gets only the rows it rates, and YᵀY is combined from the
+    blocks' shares of a tree aligned on global rows."""
     data = implicit_ratings if kw.get("implicit") else ratings
-    here, there = fit_both(data, **kw)
+    here, there = fit_both(data, routed=routed, **kw)
     assert not here._on_cluster() and there._on_cluster()
     # several blocks per side, each held by the workers (futures), none in the client
     blocks = there.user_factors_.to_delayed().ravel()
@@ -180,3 +197,24 @@ def test_a_checkpoint_cuts_the_blocks_lineage(ratings, with_client, tmp_path, ch
     assert reached_start is not checkpoint
     if checkpoint:  # two iterations back: the blocks read from the checkpoint of step 2
         assert any("-user_factors-" in k or "-item_factors-" in k for k in lineage)
+
+
+@pytest.mark.parametrize("backend", ["numba", "xp"])
+def test_gram_from_blocks_is_the_whole_matrix_gram_whatever_the_cuts(backend):
+    """YᵀY combined from row blocks (each reducing its own chunks of the tree aligned on
+    global rows, sharing the rows of chunks cut between blocks) is the whole matrix's
+    bits: blocks smaller than a chunk, blocks across chunk edges, one block."""
+    from dmlkit._core.dispatch import get_kernels
+
+    K = get_kernels("recommendation", backend)
+    n = 3 * K.GRAM_ROWS + 17
+    Y = np.random.default_rng(0).standard_normal((n, 5)).astype(np.float32)
+    whole = np.asarray(K.gram(Y))
+    np.testing.assert_allclose(whole, Y.T.astype(np.float64) @ Y, rtol=1e-10)
+    G = K.GRAM_ROWS
+    for cuts in ([0, n], [0, 1, n], [0, G - 1, G + 1, 2 * G, 2 * G + 8, n],
+                 [0, 100, 200, 300, n], [0, 3 * G, n]):
+        parts = [_als._gram_piece(Y[a:b], a, n, backend)
+                 for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        got = np.asarray(_als._gram_combine(n, backend, *parts))
+        assert got.tobytes() == whole.tobytes(), cuts
