@@ -382,6 +382,25 @@ def _rows_and_seen(X, part, rows):
     return (X[rows], *_csr_take(ptr, part[1], rows))
 
 
+def _replace_rows(F, rows, values):
+    """A factor block with its rows ``rows`` replaced by ``values`` (a new array)."""
+    F = F.copy()
+    F[rows] = values
+    return F
+
+
+def _seen_part_replace(part, drop_rows, drop_cols, rows, cols):
+    """A user block's seen part (items per user, item codes) with the pairs of rows
+    ``drop_rows`` or columns ``drop_cols`` left out and the (``rows``, ``cols``) pairs
+    added (rows local to the block, as :func:`_csr_replace`)."""
+    counts, indices = part
+    ptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    ptr, indices = _csr_replace(ptr, indices, counts.shape[0], np.asarray(drop_rows, np.int64),
+                                np.asarray(drop_cols, np.int64), rows, cols)
+    return np.diff(ptr), indices
+
+
 def _take_rows(F, rows):
     return F[rows]
 
@@ -869,12 +888,14 @@ class ALS(BaseEstimator):
             self.user_factors_ = _rows_array(state["user_factors"], ucuts, k, dtype)
             self.item_factors_ = _rows_array(state["item_factors"], icuts, k, dtype)
             self._seen_parts = seen["parts"]
+            self._factor_blocks = {side: list(state[f"{side}_factors"]) for side in SIDES}
             self._seen_indptr = self._seen_indices = None
         else:
             self.user_factors_ = np.concatenate(state["user_factors"])
             self.item_factors_ = np.concatenate(state["item_factors"])
             self._seen_indptr, self._seen_indices = seen["csr"]
             self.__dict__.pop("_seen_parts", None)
+            self.__dict__.pop("_factor_blocks", None)
         self.user_ids_, self.item_ids_ = user_ids, item_ids
         self._user_index, self._item_index = user_index, item_index
         self.n_iter_ = int(self.iterations)
@@ -1306,11 +1327,6 @@ class ALS(BaseEstimator):
 
     def _partial_fit(self, side, ids, ratings):
         check_is_fitted(self, "user_factors_")
-        if self._on_cluster():
-            raise NotImplementedError(
-                f"partial_fit_{side}s is not available yet for a model whose factors stay on "
-                "the cluster (larger than the dmlkit.driver-state-bytes setting); refit, or "
-                "fit with a larger driver-state-bytes to keep the factors in this process")
         other = "item" if side == "user" else "user"
         col = {"user": self.user_col, "item": self.item_col}
         ids = _as_ids(ids)
@@ -1354,12 +1370,23 @@ class ALS(BaseEstimator):
                       alpha=float(self.alpha), cg_steps=int(self.cg_steps),
                       nonnegative=bool(self.nonnegative))
         start = None
+        remote = self._on_cluster()
         if self.implicit:
             params["solver"] = "cholesky"
         if self.nonnegative:  # fit's warm start: the row's factors (new rows: zeros)
             start = np.zeros((len(ids), own.shape[1]), dtype=own.dtype)
-            start[~new] = own[codes[~new]]
+            start[~new] = compute(own[codes[~new]])[0] if remote else own[codes[~new]]
         backend = backend_of(_ratings_meta(df, rating_col or col[side]))
+        if remote:  # only the rows rated come here, and YᵀY from the blocks' shares
+            rated = np.unique(block[1])
+            Y, YtY = compute(getattr(self, f"{other}_factors_")[rated],
+                             self._key(f"{other}-gram") if self.implicit else None)
+            local = (block[0], np.searchsorted(rated, block[1]).astype(block[1].dtype),
+                     block[2])
+            V = _solve_task(local, Y, start, YtY, params, backend, False, False)[0]
+            V = V.astype(own.dtype, copy=False)
+            self._replace_rows_on_cluster(side, ids, codes, V, block)
+            return self
         V = _solve_task(block, getattr(self, f"{other}_factors_"), start, None, params,
                         backend, False, False)[0].astype(own.dtype, copy=False)
         F = np.concatenate([own, V[new]])
@@ -1380,6 +1407,57 @@ class ALS(BaseEstimator):
         setattr(self, f"_{side}_index", pd.Index(all_ids))
         self._seen_indptr, self._seen_indices = seen
         return self
+
+    def _replace_rows_on_cluster(self, side, ids, codes, V, block):
+        """``_partial_fit`` on the cluster path: the solved rows ``V`` (of ``ids``, fit
+        codes ``codes``, -1 for new ids) replace their rows in the blocks that hold them
+        (new ids: one block appended), and their seen pairs replace the old ones in the
+        user blocks' seen parts -- the client path's updates, block by block."""
+        client = self._client()
+        own = getattr(self, f"{side}_factors_")
+        cuts = np.r_[0, np.cumsum(own.chunks[0])]
+        new = codes < 0
+        pos = codes.copy()
+        pos[new] = own.shape[0] + np.arange(int(new.sum()))
+        blk = np.searchsorted(cuts, codes, side="right") - 1
+        replace = dask.delayed(_replace_rows, pure=False)
+        blocks = list(self._factor_blocks[side])
+        for b in np.unique(blk[~new]):
+            m = ~new & (blk == b)
+            blocks[b] = client.compute(replace(blocks[b], codes[m] - cuts[b], V[m]))
+        if new.any():
+            blocks.append(client.compute(dask.delayed(np.ascontiguousarray, pure=False)(
+                V[new])))
+            cuts = np.r_[cuts, cuts[-1] + int(new.sum())]
+        # the seen pairs of these rows (user side) or columns (item side), by user block
+        rows = np.repeat(pos, np.diff(block[0]))
+        cols = block[1].astype(np.int64)
+        if side == "item":
+            rows, cols = cols, rows
+        ucuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        parts = list(self._seen_parts)
+        fix = dask.delayed(_seen_part_replace, pure=False)
+        for b in range(len(parts)):
+            lo, hi = ucuts[b], ucuts[b + 1]
+            mine = (rows >= lo) & (rows < hi)
+            drop_rows = pos[(pos >= lo) & (pos < hi)] - lo if side == "user" else []
+            if side == "user" and not len(drop_rows):
+                continue
+            parts[b] = client.compute(fix(parts[b], drop_rows,
+                                          pos if side == "item" else [],
+                                          rows[mine] - lo, cols[mine]))
+        if side == "user" and new.any():
+            newbie = rows >= ucuts[-1]
+            parts.append(client.compute(dask.delayed(_seen_part_replace, pure=False)(
+                (np.zeros(int(new.sum()), np.int64), np.zeros(0, np.int32)), [], [],
+                rows[newbie] - ucuts[-1], cols[newbie])))
+        self._factor_blocks = dict(self._factor_blocks, **{side: blocks})
+        setattr(self, f"{side}_factors_", _rows_array(blocks, cuts, own.shape[1], own.dtype))
+        all_ids = _append_ids(getattr(self, f"{side}_ids_"), ids[new])
+        setattr(self, f"{side}_ids_", all_ids)
+        setattr(self, f"_{side}_index", pd.Index(all_ids))
+        self._seen_parts = parts
+        self.__dict__.pop("_serving", None)  # derived from the old factors
 
     def _item_codes(self, ids, what):
         """Codes of the item ids ``ids`` (distinct, sorted); an id unseen in fit is a
@@ -1558,7 +1636,14 @@ class ALS(BaseEstimator):
         cache = self.__dict__.setdefault("_serving", {})
         if what not in cache:
             side, _, derived = what.partition("-")
-            if derived:
+            if derived == "gram":  # YᵀY from the blocks' shares (never whole on a worker)
+                F = getattr(self, f"{side}_factors_")
+                cuts = np.r_[0, np.cumsum(F.chunks[0])]
+                piece = dask.delayed(_gram_piece, pure=False)
+                task = dask.delayed(_gram_combine, pure=False)(int(cuts[-1]), "numba", *[
+                    piece(blk, int(c), int(cuts[-1]), "numba")
+                    for blk, c in zip(F.to_delayed().ravel(), cuts[:-1], strict=True)])
+            elif derived:
                 fn = twin_rows if derived == "twins" else _unit
                 task = dask.delayed(fn, pure=False)(self._key(side))
             else:

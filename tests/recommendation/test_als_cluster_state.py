@@ -129,14 +129,43 @@ def test_serving_on_the_cluster_gives_the_same_answers(ratings, implicit_ratings
     same_frame(here.similar_users([1, 2, 3], n=4), there.similar_users([1, 2, 3], n=4))
 
 
-def test_cluster_model_needs_its_cluster_and_refuses_partial_fit(ratings, client):
+def test_cluster_model_needs_its_cluster(ratings, client):
     with client.as_current():
         _, there = fit_both(ratings)
-        with pytest.raises(NotImplementedError, match="partial_fit_users is not available"):
-            there.partial_fit_users([1], ratings.compute())
     # the session's client is not the default one outside that block
     with pytest.raises(RuntimeError, match="use it with that cluster's Client active"):
         there.recommend([1], n=3)
+
+
+@pytest.mark.parametrize("kw", [{}, {"implicit": True}, {"nonnegative": True}],
+                         ids=["explicit", "implicit", "nonnegative"])
+def test_partial_fit_on_the_cluster_gives_the_client_paths_bits(ratings, implicit_ratings,
+                                                                with_client, kw):
+    """partial_fit_users / partial_fit_items replace rows in the blocks that hold them
+    (new ids: a block appended) and the pairs in the seen parts, as the client path
+    does to its arrays."""
+    import copy
+
+    data = (implicit_ratings if kw.get("implicit") else ratings).compute()
+    here, there = (copy.copy(m) for m in _fit_both(data, **kw))
+    rng = np.random.default_rng(3)
+    changed = data[data["user_id"].isin([3, 4, 400])].assign(
+        rating=lambda d: rng.integers(1, 5, len(d)).astype(float))
+    newbie = pd.DataFrame({"user_id": [N_USERS + 7] * 3, "item_id": [1, 2, 30],
+                           "rating": [4.0, 1.0, 5.0]})
+    users = pd.concat([changed, newbie])
+    items = pd.DataFrame({"user_id": [1, 2, 3, 9], "item_id": [5, 5, N_ITEMS + 3, 5],
+                          "rating": [2.0, 5.0, 3.0, 1.0]})
+    for model in (here, there):
+        model.partial_fit_users([3, 4, 400, N_USERS + 7], users)
+        model.partial_fit_items([5, N_ITEMS + 3], items)
+    assert there._on_cluster()
+    assert_same_factors(here, there)
+    for name in ("user_ids_", "item_ids_"):
+        np.testing.assert_array_equal(getattr(here, name), getattr(there, name))
+    asked = [3, 4, 400, N_USERS + 7, 1, 2, 9]
+    same_frame(here.recommend(asked, n=6), there.recommend(asked, n=6))
+    same_frame(here.recommend_all(n=3).compute(), there.recommend_all(n=3).compute())
 
 
 class Interrupted(Exception):
