@@ -19,6 +19,9 @@ import numpy as np
 from tests._cluster_procs import blobs, labelled_blobs
 
 FAMILIES = ("kmeans", "sgd", "als")
+# ALS with its factors kept on the cluster (dmlkit.driver-state-bytes 0), every side
+# routed to the blocks that rate it: the same data, estimator and model as "als"
+CLUSTER_STATE = "als-cluster"
 
 
 def data(family):
@@ -27,7 +30,7 @@ def data(family):
         return (blobs(n_samples=200_000, n_features=16, n_blocks=8),)
     if family == "sgd":
         return labelled_blobs(n_samples=200_000, n_features=16, n_blocks=8)
-    if family == "als":
+    if family in ("als", CLUSTER_STATE):
         from dmlkit.datasets import make_ratings
 
         return (make_ratings(3000, 400, 120_000, rank=8, noise=0.3, npartitions=6,
@@ -45,7 +48,7 @@ def estimator(family, **kw):
 
         return SGDClassifier(**{**dict(loss="log_loss", max_iter=30, tol=None,
                                        random_state=0), **kw})
-    if family == "als":
+    if family in ("als", CLUSTER_STATE):
         from dmlkit import ALS
 
         return ALS(**{**dict(factors=8, iterations=20, random_state=0), **kw})
@@ -57,12 +60,21 @@ def model(est):
     names = {"KMeans": ("cluster_centers_", "inertia_", "n_iter_"),
              "SGDClassifier": ("coef_", "intercept_", "t_", "n_iter_"),
              "ALS": ("user_factors_", "item_factors_", "user_ids_", "item_ids_", "n_iter_")}
-    return {n: getattr(est, n) for n in names[type(est).__name__]}
+    return {n: _here(getattr(est, n)) for n in names[type(est).__name__]}
+
+
+def _here(value):
+    """A value in this process: factors kept on the cluster are gathered from it."""
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dask_graph__"):
+        return value
+    from distributed import futures_of
+
+    return futures_of(value)[0].client.compute(value).result()
 
 
 def max_iter(family):
     est = estimator(family)
-    return est.iterations if family == "als" else est.max_iter
+    return est.iterations if family in ("als", CLUSTER_STATE) else est.max_iter
 
 
 def assert_same_model(a, b):
@@ -76,8 +88,24 @@ def fit(family, client=None, **kw):
     est = estimator(family, **kw)
     if client is None:
         return est.fit(*data(family))
-    with client.as_current():
+    with client.as_current(), _cluster_state(family):
         return est.fit(*data(family))
+
+
+def _cluster_state(family):
+    import contextlib
+
+    import dmlkit
+    from dmlkit.recommendation import _als
+
+    if family != CLUSTER_STATE:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(dmlkit.config_context(driver_state_bytes=0, local_fit_bytes=0))
+    saved = _als.WHOLE_SIDE_BYTES
+    _als.WHOLE_SIDE_BYTES = 0
+    stack.callback(setattr, _als, "WHOLE_SIDE_BYTES", saved)
+    return stack
 
 
 def checkpoint_step(path) -> int:

@@ -32,6 +32,8 @@ KILL_AT = 2  # iterations in the checkpoint when the process is killed
 
 @functools.cache
 def _reference(family):
+    if family == _families.CLUSTER_STATE:  # the same model as "als" (threads: no cluster)
+        return _reference("als")
     return _families.fit(family)
 
 
@@ -60,7 +62,7 @@ def _resume_and_check(family, client, path, saved):
     _families.assert_same_model(est, _reference(family))
 
 
-@pytest.mark.parametrize("family", _families.FAMILIES)
+@pytest.mark.parametrize("family", _families.FAMILIES + (_families.CLUSTER_STATE,))
 def test_scheduler_killed_mid_fit_then_resumed(tmp_path, family):
     path = str(tmp_path / "checkpoint")
     with running_cluster(tmp_path / "first", n_workers=2) as (cluster, client):

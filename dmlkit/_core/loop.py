@@ -23,6 +23,7 @@ fit there raises a ValueError and leaves it untouched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -199,6 +200,10 @@ class FitLoop:
             self.driver.lost_note = self._resume_note
         return self.driver
 
+    def _guard(self):
+        """The driver's translation of a lost scheduler (see its ``_guard``)."""
+        return self.driver._guard() if self.driver is not None else contextlib.nullcontext()
+
     def _resume_note(self):
         """The driver's advice after losing the scheduler, read when it happens."""
         done = (f"holds iteration {self.store.step}" if self.store.manifest is not None
@@ -233,7 +238,8 @@ class FitLoop:
         """Checkpoint ``state`` now (a family calls it where a run's state is new, e.g.
         after an initialisation); :meth:`iterate` saves on its own."""
         if self.store is not None:
-            self.store.save(self.steps, _record(state, it, done))
+            with self._guard():  # state kept on the cluster is written by the workers
+                self.store.save(self.steps, _record(state, it, done))
 
     def on_cluster(self, blocks, name):
         """Row blocks (arrays, or a checkpoint's :class:`StoredBlock` s) as futures on
@@ -323,7 +329,8 @@ class FitLoop:
         the checkpoint finished with it."""
         self.estimator.resumed_from_iter_ = int(self.resumed_from)
         if self.store is not None and state is not None:
-            self.store.save(self.steps, _record(state, 0, True), finished=True)
+            with self._guard():
+                self.store.save(self.steps, _record(state, 0, True), finished=True)
 
 
 def _record(state, it, done):
