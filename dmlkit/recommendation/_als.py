@@ -510,6 +510,8 @@ def _few(values, k=5):
 
 
 def _sorted_ids(counts: pd.Series) -> pd.Series:
+    if counts.index.is_monotonic_increasing and counts.index.is_unique:
+        return counts  # sorted already (on the cluster): no copy
     try:
         return counts.sort_index()
     except TypeError:  # ids of mixed types: a fixed order all the same
@@ -730,10 +732,11 @@ class ALS(BaseEstimator):
         """
         local = isinstance(src, pd.DataFrame)
         u, i = src[self.user_col], src[self.item_col]
-        # split_out=1: a tree reduction to one partition (not a p2p shuffle)
-        kw = {} if local else {"split_out": 1}
-        todo = [u.value_counts(**kw), i.value_counts(**kw), u.isna().sum(), i.isna().sum(),
-                src.shape[0]]
+        # split_out=1: a tree reduction to one partition (not a p2p shuffle), sorted where
+        # it is reduced (not here: a sort of a frame of all ids is a copy of it)
+        counts = [u.value_counts(), i.value_counts()] if local else [
+            c.value_counts(split_out=1).map_partitions(_sorted_ids) for c in (u, i)]
+        todo = [*counts, u.isna().sum(), i.isna().sum(), src.shape[0]]
         if rating_col is not None:
             r = src[rating_col]
             bad = _n_not_finite(r) if local else r.map_partitions(
