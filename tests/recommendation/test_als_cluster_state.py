@@ -247,3 +247,47 @@ def test_gram_from_blocks_is_the_whole_matrix_gram_whatever_the_cuts(backend):
                  for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
         got = np.asarray(_als._gram_combine(n, backend, *parts))
         assert got.tobytes() == whole.tobytes(), cuts
+
+
+def test_no_factor_block_comes_to_the_client(ratings, with_client, monkeypatch):
+    """The structural half of the client-memory target (the measured half, peak RSS at
+    1 GB of factors, is asv_bench/als_scale.py's): during a fit on the cluster path and
+    recommend_all, the largest object the client receives from the cluster is smaller
+    than a quarter of one factor block (it is the ids and their counts: 16 bytes a user,
+    against 256 for 64 float32 factors); the client path receives whole blocks."""
+    import distributed
+    from dask.sizeof import sizeof
+
+    received = []
+
+    def recording(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            values = out if isinstance(out, (list, tuple)) else [out]
+            received.extend(sizeof(v) for v in values)
+            return out
+        return wrapper
+
+    monkeypatch.setattr(distributed.Client, "gather",
+                        recording(distributed.Client.gather))
+    monkeypatch.setattr(distributed.Future, "result", recording(distributed.Future.result))
+
+    def largest(settings, work):
+        received.clear()
+        with dmlkit.config_context(local_fit_bytes=0, block_size="64KiB", **settings):
+            model = als(factors=64, iterations=2, calculate_training_loss=False).fit(ratings)
+            work(model)
+        return max(received), model
+
+    def block_bytes(model):
+        F = model.user_factors_
+        return min(F.chunks[0]) * F.shape[1] * F.dtype.itemsize
+
+    count = lambda m: len(m.recommend_all(n=3).map_partitions(len).compute())  # noqa: E731
+    there, model = largest({"driver_state_bytes": 0}, count)
+    assert model._on_cluster() and len(model.user_factors_.chunks[0]) >= 2
+    block = block_bytes(model)
+    assert there < block / 4
+    here, model = largest({}, lambda m: None)  # the same blocks, gathered every half
+    assert not model._on_cluster()
+    assert here >= block
