@@ -67,6 +67,7 @@ from dmlkit._core.shuffle import DUPLICATES, balanced_cuts, shuffle_to_blocks
 from dmlkit._core.shuffle import build_block as _build_block
 from dmlkit.base import keep_state_on_error
 from dmlkit.exceptions import DmlkitWarning
+from dmlkit.recommendation._kernels_cpu import top_n_rows
 
 logger = logging.getLogger("dmlkit")
 
@@ -317,25 +318,8 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=Non
             S[np.arange(e - s), exclude[s:e]] = -np.inf
         if banned is not None:
             S[:, banned] = -np.inf
-        take = min(n, n_cols)
-        if take < n_cols:
-            cand = np.argpartition(-S, take - 1, axis=1)[:, :take]
-        else:
-            cand = np.broadcast_to(np.arange(n_cols), S.shape)
-        cand = np.sort(cand, axis=1)  # ascending columns: a stable sort breaks ties low
-        sc = np.take_along_axis(S, cand, axis=1)
-        order = np.argsort(-sc, axis=1, kind="stable")
-        cols = np.take_along_axis(cand, order, axis=1)
-        sc = np.take_along_axis(sc, order, axis=1)
-        if take < n_cols:
-            # a column argpartition left out may tie with the n-th best: redo those rows
-            kth = sc[:, -1]
-            ties = np.flatnonzero((S >= kth[:, None]).sum(axis=1) > take)
-            for r in ties:
-                c = np.flatnonzero(S[r] >= kth[r])
-                o = np.lexsort((c, -S[r, c]))[:take]
-                cols[r], sc[r] = c[o], S[r, c[o]]
-        keep = np.isfinite(sc)
+        cols, sc, counts = top_n_rows(S, n)
+        keep = np.arange(sc.shape[1])[None, :] < counts[:, None]
         out_r.append(np.broadcast_to(np.arange(s, e)[:, None], sc.shape)[keep])
         out_c.append(cols[keep].astype(np.int64))
         out_s.append(sc[keep])

@@ -631,3 +631,42 @@ def als_loss_block(indptr, indices, data, X, Y, *, implicit=False, alpha=1.0, n_
     bounds = _cost_bounds(indptr, k, nc)
     return float(_loss_rows(indptr, indices, data, X, Y, bool(implicit), float(alpha), bounds,
                             n_threads=_threads(n_threads, nc)))
+
+
+@numba.njit(nogil=True, cache=True)
+def _top_n_rows(S, n, cols, best, counts):
+    m, c = S.shape
+    for r in range(m):
+        cnt = 0
+        for j in range(c):
+            v = S[r, j]
+            if not v > -np.inf:
+                continue  # left out (-inf), or NaN
+            if cnt == n and not v > best[r, n - 1]:
+                continue  # not better than the n-th: an equal score's lower column stays
+            p = cnt if cnt < n else n - 1
+            while p > 0 and best[r, p - 1] < v:  # equal scores: the lower column first
+                best[r, p] = best[r, p - 1]
+                cols[r, p] = cols[r, p - 1]
+                p -= 1
+            best[r, p] = v
+            cols[r, p] = j
+            if cnt < n:
+                cnt += 1
+        counts[r] = cnt
+
+
+def top_n_rows(S, n):
+    """The ``n`` best columns of every row of a score matrix, best first, ties to the
+    lower column; columns scored -inf (or NaN) are left out.  Returns (columns (m, n)
+    int64, their scores, the number kept per row): one pass over each row, holding only
+    its ``n`` best (serial: the callers run it in parallel tasks)."""
+    S = np.ascontiguousarray(S)
+    m = S.shape[0]
+    n = max(1, min(int(n), S.shape[1]))
+    cols = np.zeros((m, n), dtype=np.int64)
+    best = np.full((m, n), -np.inf, dtype=S.dtype)
+    counts = np.zeros(m, dtype=np.int64)
+    if S.shape[1]:
+        _top_n_rows(S, n, cols, best, counts)
+    return cols, best, counts

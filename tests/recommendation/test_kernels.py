@@ -353,3 +353,22 @@ def test_cupy_kernel_matches_numba(implicit, rng):
     got = xpk.als_solve_rows_block(indptr, indices, data, cp.asarray(Y), **kw)
     assert isinstance(got, cp.ndarray)
     np.testing.assert_allclose(to_numpy(got), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_top_n_rows_is_a_full_sort_with_ties_to_the_lower_column():
+    from dmlkit.recommendation._kernels_cpu import top_n_rows
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        m, c = int(rng.integers(1, 20)), int(rng.integers(1, 50))
+        S = rng.integers(-3, 4, (m, c)).astype(np.float32)  # many ties
+        S[rng.random((m, c)) < 0.2] = -np.inf  # left out
+        S[rng.random((m, c)) < 0.05] = np.nan
+        n = int(rng.integers(1, 60))
+        cols, best, counts = top_n_rows(S, n)
+        for r in range(m):
+            ok = np.flatnonzero(S[r] > -np.inf)
+            ref = ok[np.lexsort((ok, -S[r, ok]))][:min(n, c)]
+            assert counts[r] == len(ref)
+            np.testing.assert_array_equal(cols[r, :counts[r]], ref)
+            np.testing.assert_array_equal(best[r, :counts[r]], S[r, ref])
