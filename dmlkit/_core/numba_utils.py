@@ -155,3 +155,128 @@ def prefetch(typingctx, arr, flat_index):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# ----------------------------------------------------------------------------------
+# Explicit SIMD for intrinsics
+# ----------------------------------------------------------------------------------
+# LLVM's loop vectoriser picks 256-bit vectors on x86 CPUs tuned to prefer them (the
+# AVX-512 Xeons, this Emerald Rapids one included), which halves the arithmetic a kernel
+# can do per cycle.
+# An intrinsic that spells its vectors out gets the full width: 64-byte vectors are one
+# AVX-512 register, two AVX2 registers or four NEON ones (LLVM splits them where the
+# hardware is narrower), so the same code is correct everywhere.  Every lane computes
+# exactly what the scalar code would (explicit llvm.fma, ordered compares, no fast-math
+# flags), so a value never depends on where a row falls in a vector.
+VECTOR_BYTES = 64
+
+
+def vector_lanes(itemsize: int) -> int:
+    """Lanes of one :data:`VECTOR_BYTES` vector of items of ``itemsize`` bytes."""
+    return VECTOR_BYTES // int(itemsize)
+
+
+def vector_type(context, dtype):
+    """The LLVM vector type of :data:`VECTOR_BYTES` of the numba float ``dtype``."""
+    return ir.VectorType(context.get_value_type(dtype), vector_lanes(dtype.bitwidth // 8))
+
+
+def vector_pointer(builder, data, flat_index, vty):
+    """Pointer to the vector of ``vty`` that starts at element ``flat_index`` of ``data``
+    (an array's data pointer)."""
+    return builder.bitcast(builder.gep(data, [flat_index]), vty.as_pointer())
+
+
+def vector_load(builder, data, flat_index, vty):
+    """Unaligned load of the ``vty.count`` elements from ``flat_index`` on."""
+    elt = vty.element
+    align = 8 if isinstance(elt, ir.DoubleType) else 4
+    return builder.load(vector_pointer(builder, data, flat_index, vty), align=align)
+
+
+def vector_splat(builder, scalar, vty):
+    """A vector of ``vty`` with ``scalar`` in every lane."""
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), scalar, i32(0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
+
+
+def vector_fma(builder, a, b, c):
+    """``a * b + c`` in every lane with one rounding (llvm.fma: always fused, so scalar
+    and vector code give the same bits)."""
+    vty = a.type
+    bits = 64 if isinstance(vty.element, ir.DoubleType) else 32
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{vty.count}f{bits}")
+    return builder.call(fn, [a, b, c])
+
+
+def vector_first_argmin(builder, vec):
+    """``(value, lane)``: the smallest lane of ``vec`` and the first lane holding it (i64),
+    as a scan ``if v[j] < best`` from lane 0 would find them (for lanes without NaN).
+    Where no lane equals the minimum (it is NaN), lane 0 and a NaN value.
+
+    The minimum comes from a butterfly of ordered ``<`` selects (every lane ends with the
+    minimum of all lanes; exact, so its order does not matter), the lane from the first
+    set bit of ``vec == min``."""
+    n = vec.type.count
+    i32 = ir.IntType(32)
+    m = vec
+    s = n // 2
+    while s:
+        other = builder.shuffle_vector(
+            m, m, ir.Constant(ir.VectorType(i32, n), [i ^ s for i in range(n)]))
+        m = builder.select(builder.fcmp_ordered("<", m, other), m, other)
+        s //= 2
+    mty = ir.IntType(n)
+    mask = builder.bitcast(builder.fcmp_ordered("==", vec, m), mty)
+    cttz = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(mty, [mty, ir.IntType(1)]), f"llvm.cttz.i{n}")
+    none = builder.icmp_unsigned("==", mask, mty(0))
+    lane = builder.select(none, mty(0), builder.call(cttz, [mask, ir.IntType(1)(1)]))
+    return builder.extract_element(m, i32(0)), builder.zext(lane, ir.IntType(64))
+
+
+@intrinsic
+def add_row_f64(typingctx, out, b, x, i, scale, scaled):
+    """``add_row_f64(out, b, x, i, w, scaled)`` inside a kernel: ``out[b, :m] +=
+    float64(x[i, :m])`` (times ``w`` if ``scaled``: a product, then a sum, each rounded,
+    as the scalar code ``out[b, f] += w * float64(x[i, f])``), for the whole vectors of
+    the row, ``m = d - d % lanes`` (8 float64 lanes); returns ``m`` for the caller to add
+    the rest.  ``out`` (., d) float64 and ``x`` (., d) float, both C-contiguous; indices
+    unchecked."""
+    if not (isinstance(out, nbtypes.Array) and out.layout == "C" and out.ndim == 2
+            and out.dtype == nbtypes.float64 and isinstance(x, nbtypes.Array)
+            and x.layout == "C" and x.ndim == 2 and isinstance(x.dtype, nbtypes.Float)
+            and isinstance(b, nbtypes.Integer) and isinstance(i, nbtypes.Integer)
+            and isinstance(scale, (nbtypes.Float, nbtypes.Integer))
+            and isinstance(scaled, nbtypes.Boolean)):
+        return None
+    sig = nbtypes.intp(out, b, x, i, scale, scaled)
+
+    def codegen(context, builder, signature, args):
+        out_t, b_t, x_t, i_t, w_t, _ = signature.args
+        oa = context.make_array(out_t)(context, builder, args[0])
+        xa = context.make_array(x_t)(context, builder, args[2])
+        intp = context.get_value_type(nbtypes.intp)
+        bv = context.cast(builder, args[1], b_t, nbtypes.intp)
+        iv = context.cast(builder, args[3], i_t, nbtypes.intp)
+        w = context.cast(builder, args[4], w_t, nbtypes.float64)
+        vd = vector_type(context, nbtypes.float64)
+        vx = ir.VectorType(context.get_value_type(x_t.dtype), vd.count)
+        d = builder.extract_value(xa.shape, 1)
+        whole = builder.mul(builder.udiv(d, intp(vd.count)), intp(vd.count))
+        obase = builder.mul(bv, builder.extract_value(oa.shape, 1))
+        xbase = builder.mul(iv, d)
+        ws = vector_splat(builder, w, vd)
+        with cgutils.for_range_slice(builder, intp(0), whole, intp(vd.count)) as (f, _):
+            xv = vector_load(builder, xa.data, builder.add(xbase, f), vx)
+            if vx != vd:
+                xv = builder.fpext(xv, vd)
+            xv = builder.select(args[5], builder.fmul(ws, xv), xv)
+            p = vector_pointer(builder, oa.data, builder.add(obase, f), vd)
+            builder.store(builder.fadd(builder.load(p, align=8), xv), p, align=8)
+        return whole
+
+    return sig, codegen

@@ -149,3 +149,104 @@ def test_inertia_can_be_skipped_without_changing_sums(impl, rng):
     np.testing.assert_array_equal(fast[0], exact[0])
     np.testing.assert_array_equal(fast[1], exact[1])
     assert np.isnan(float(fast[2])) and np.isfinite(float(exact[2]))
+
+
+# --- dense numba kernels: explicit SIMD, 8 rows x panels of one vector of centres -------
+def _labels_safe(rd2, dtype):
+    """Rows whose nearest centre is clear of rounding (the two nearest apart)."""
+    two = np.sort(rd2, axis=1)[:, :2] if rd2.shape[1] > 1 else np.c_[rd2, rd2 + 1]
+    scale = np.abs(rd2).max(axis=1) + 1.0
+    return (two[:, 1] - two[:, 0]) > scale * (1e-4 if dtype == np.float32 else 1e-12)
+
+
+# k around the vector width (16 float32 / 8 float64 lanes), several panels of centres and
+# the pairs of panels scored together; d with and without a whole number of vectors; n
+# with a tail of single rows after the groups of 8
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,d,k", [(1, 3, 1), (7, 1, 2), (203, 7, 8), (203, 9, 15),
+                                   (1000, 16, 16), (1000, 17, 17), (1001, 33, 33),
+                                   (5003, 32, 70), (777, 130, 48)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_numba_dense_kernels_match_numpy_reference(dtype, n, d, k, weighted, rng):
+    X = (rng.standard_normal((n, d)) * rng.uniform(0.5, 3.0, d)).astype(dtype)
+    C = (X[rng.integers(n, size=k)] + rng.standard_normal((k, d))).astype(dtype)
+    w = rng.uniform(0.5, 2.0, n).astype(dtype) if weighted else None
+    rlabels, rd2, _, _, rinertia = reference(X, w, C)
+    labels, d2 = cpu.labels_sqdist_block(X, C)
+    assert labels.dtype == np.int32 and ((labels >= 0) & (labels < k)).all()
+    safe = _labels_safe(rd2, dtype)
+    assert safe.mean() > 0.99
+    np.testing.assert_array_equal(labels[safe], rlabels[safe])
+    np.testing.assert_allclose(d2, rd2[np.arange(n), labels], rtol=1e-12, atol=1e-12)
+    # the fused pass assigns the same labels, and (one row chunk under 8192 rows) sums
+    # each cluster's rows in row order in float64: NumPy's np.add.at, bit for bit
+    sums, counts, inertia = cpu.assign_partial_sums_block(X, w, C)
+    wf = np.ones(n) if w is None else w.astype(np.float64)
+    exact_sums = np.zeros((k, d))
+    np.add.at(exact_sums, labels, X.astype(np.float64) * wf[:, None])
+    np.testing.assert_array_equal(counts, np.bincount(labels, weights=wf, minlength=k))
+    np.testing.assert_array_equal(sums, exact_sums)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(float(inertia), rinertia, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_dense_label_depends_on_the_row_only(dtype, rng):
+    # a row scores the same whether it falls in a group of 8, in the tail, in another
+    # chunk or block, on any thread count
+    X = rng.standard_normal((20_011, 5)).astype(dtype)
+    C = rng.standard_normal((37, 5)).astype(dtype)
+    labels, d2 = cpu.labels_sqdist_block(X, C)
+    for start in (1, 3, 8, 13, 4099):
+        sub, subd2 = cpu.labels_sqdist_block(X[start:], C, n_threads=2)
+        np.testing.assert_array_equal(sub, labels[start:])
+        np.testing.assert_array_equal(subd2, d2[start:])
+    one = cpu.assign_partial_sums_block(X, None, C, n_threads=1)
+    parts = [cpu.assign_partial_sums_block(X[a:b], None, C) for a, b in
+             ((0, 7), (7, 9000), (9000, 20_011))]
+    np.testing.assert_array_equal(sum(p[1] for p in parts), one[1])
+    np.testing.assert_array_equal(one[1], np.bincount(labels, minlength=37))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_dense_threads_do_not_change_bits(dtype, rng):
+    X = rng.standard_normal((70_001, 11)).astype(dtype)
+    C = rng.standard_normal((40, 11)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, 70_001).astype(dtype)
+    one = cpu.assign_partial_sums_block(X, w, C, n_threads=1)
+    two = cpu.assign_partial_sums_block(X, w, C, n_threads=2)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(cpu.labels_sqdist_block(X, C, n_threads=1),
+                    cpu.labels_sqdist_block(X, C, n_threads=2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_dense_ties_across_panels_go_to_lowest_index(dtype):
+    # integer data: exact scores.  Centre 2 is repeated at 20 (float32: the next panel of
+    # 16) and at 40 (a third panel, scored in a pair with the second one for float64);
+    # centre 17 at 33.
+    k = 45
+    C = np.full((k, 3), 100.0, dtype=dtype)
+    C[2] = C[20] = C[40] = [1, 2, 3]
+    C[17] = C[33] = [-5, 0, 5]
+    X = np.array([[1, 2, 3], [-5, 0, 5], [1, 2, 4], [-5, 1, 5]] * 5, dtype=dtype)
+    labels, d2 = cpu.labels_sqdist_block(X, C)
+    np.testing.assert_array_equal(labels, [2, 17, 2, 17] * 5)
+    np.testing.assert_array_equal(d2, [0, 0, 1, 1] * 5)
+    _, counts, _ = cpu.assign_partial_sums_block(X, None, C)
+    assert counts[2] == 10 and counts[17] == 10 and counts.sum() == 20
+
+
+def test_numba_dense_nonfinite_rows_get_a_valid_label():
+    # NaN, inf and overflowing rows (the fit rejects them; the kernel must stay in range
+    # and never pick a padding lane)
+    X = np.array([[np.nan, 0.0], [np.inf, 1.0], [-np.inf, 0.0], [3e38, 3e38], [1.5, 1.5]],
+                 dtype=np.float32)
+    C = np.array([[0.0, 0.0], [2.0, 2.0], [1e38, 1e38]], dtype=np.float32)
+    labels, _ = cpu.labels_sqdist_block(X, C)
+    assert ((labels >= 0) & (labels < 3)).all()
+    assert labels[0] == 0 and labels[4] == 1
+    _, counts, _ = cpu.assign_partial_sums_block(X, None, C, exact_inertia=False)
+    assert counts.sum() == 5
