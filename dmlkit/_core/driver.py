@@ -250,6 +250,19 @@ class Driver:
                 return list(self.client.gather(handles))
         return list(handles)
 
+    def wait(self, handles):
+        """Block until :meth:`submit`'s handles are computed (a task's error is raised
+        here): state kept on the cluster is done before a step ends."""
+        if self.client is None:
+            return
+        from distributed import wait
+
+        with self._guard():
+            wait(list(handles))
+            for h in handles:
+                if h.status == "error":
+                    h.result()  # raises the task's exception
+
     def persist(self, objs):
         """Persist a list of Delayed (intermediate state with lineage)."""
         if self.client is not None:

@@ -872,6 +872,7 @@ class ALS(BaseEstimator):
         self.__dict__.pop("_serving", None)
         if remote:
             # dask arrays over the blocks the workers hold: nothing is gathered here
+            driver.wait([*state["user_factors"], *state["item_factors"], *seen["parts"]])
             self.user_factors_ = _rows_array(state["user_factors"], ucuts, k, dtype)
             self.item_factors_ = _rows_array(state["item_factors"], icuts, k, dtype)
             self._seen_parts = seen["parts"]
@@ -941,6 +942,8 @@ class ALS(BaseEstimator):
                                               remote=remote)
         if with_seen:
             seen.update(got_a if a == "user" else got_b)
+        if remote:  # the iteration ends when its blocks exist (its errors raise here)
+            driver.wait(list(A) + list(B))
         del half_a, half_b
         new = {f"{a}_factors": A, f"{b}_factors": B}
         losses, metrics = state["losses"], {}
