@@ -34,7 +34,7 @@ from dmlkit_bench.monitor import ResourceMonitor
 from dmlkit_bench.runners import als
 from dmlkit_bench.settings import MOVIELENS, Benchmark
 
-ORDER = ("implicit", "dmlkit-threads", "dmlkit-localcluster", "spark")
+ORDER = ("implicit", "dmlkit-threads", "dmlkit-localcluster", "dmlkit-lc-state", "spark")
 
 
 def parse_args(argv=None):
@@ -295,6 +295,8 @@ def report(args, results, skipped):
 
         ratio("dmlkit-threads", "implicit")
         ratio("dmlkit-localcluster", "implicit")
+        ratio("dmlkit-lc-state", "dmlkit-localcluster")
+        ratio("dmlkit-lc-state", "dmlkit-threads")
         ratio("spark", "dmlkit-threads")
         ratio("spark", "dmlkit-localcluster")
     for s, why in skipped.items():

@@ -40,7 +40,7 @@ DEFAULTS = {
         "backend": "auto",
         "cache-fraction": 0.5,
         "local-fit-bytes": "8MiB",
-        "driver-state-bytes": "1GiB",
+        "driver-state-bytes": "256MiB",
         "wait-for-workers": "60s",
         "check-workers": True,
     }

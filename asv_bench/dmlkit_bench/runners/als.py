@@ -9,6 +9,8 @@ seed (:class:`ALSSettings`), float32 factors, and a
 - ``dmlkit-localcluster``: the same on the cluster, the training frame persisted there
   as a dask DataFrame before the timings, cut the way dmlkit cuts in-memory input: pieces
   of about ``dmlkit.block-size`` bytes, at least one per worker thread.
+- ``dmlkit-lc-state``: the same, with the factors kept on the workers between
+  half-iterations (``dmlkit.driver-state-bytes`` 0), as for a model too big for the client.
 - ``implicit``: ``implicit.cpu.als.AlternatingLeastSquares(num_threads=2)`` on a user x
   item CSR built beforehand, BLAS limited to one thread (``threadpoolctl``), as implicit
   recommends.  implicit 0.7 takes the stored value as the confidence itself; dmlkit and
@@ -157,6 +159,29 @@ class DmlkitLocalCluster(DmlkitThreads):
         import dask.dataframe as dd
 
         return dd.from_pandas(data.head(), npartitions=2, sort=False)
+
+
+class DmlkitClusterState(DmlkitLocalCluster):
+    """``dmlkit-localcluster`` with the factors kept on the cluster between
+    half-iterations (``dmlkit.driver-state-bytes`` 0: the path a model too big for the
+    client takes), to measure what that path costs against the client path."""
+
+    name = "dmlkit-lc-state"
+    description = "persisted dask, 2 procs, factors on the workers"
+
+    def context(self):
+        import dmlkit
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(super().context())
+        stack.enter_context(dmlkit.config_context(driver_state_bytes=0))
+        return stack
+
+    def factors(self, model):
+        with self.cluster.as_current():
+            U, V = model.user_factors_.compute(), model.item_factors_.compute()
+        return (align(model.user_ids_, U, self.data.user_ids),
+                align(model.item_ids_, V, self.data.item_ids))
 
 
 class Implicit(_ALSRunner):
@@ -315,7 +340,8 @@ class Spark(_ALSRunner):
                 proc.wait(timeout=60)
 
 
-SYSTEMS = {r.name: r for r in (DmlkitThreads, DmlkitLocalCluster, Implicit, Spark)}
+SYSTEMS = {r.name: r for r in (DmlkitThreads, DmlkitLocalCluster, DmlkitClusterState,
+                               Implicit, Spark)}
 
 
 def als_runner(system, settings=None, cluster=None):
