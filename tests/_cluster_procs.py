@@ -14,6 +14,7 @@ scheduler or the workers, so those processes need not import ``tests``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import re
@@ -190,6 +191,32 @@ def running_cluster(path, n_workers=3, memory_limit="2GiB"):
                 pass
         cluster.close()
         assert cluster.alive_pids() == [], "cluster processes left behind"
+
+
+def _n_tasks(dask_scheduler=None):
+    return len(dask_scheduler.tasks)
+
+
+def as_fresh(cluster, client, n_workers, timeout=60):
+    """Ready a cluster that several tests share for the next one, as a fresh cluster
+    would be: ``n_workers`` live workers (new processes replace those killed before) and
+    no task left on the scheduler by earlier fits (or by a client killed mid-fit).
+    Returns ``(cluster, client)``."""
+    while len([p for p in cluster.workers if _alive(p)]) < n_workers:
+        cluster.add_worker()
+    client.wait_for_workers(n_workers, timeout=120)
+    # An earlier fit's futures can wait in a reference cycle (a checkpointed fit's
+    # persisted blocks do) until the cyclic collector runs: run it now.
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(_n_tasks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        gc.collect()
+    left = client.run_on_scheduler(_n_tasks)
+    assert left == 0, f"{left} tasks left on the scheduler by an earlier test"
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    assert len(workers) == n_workers, sorted(workers)
+    return cluster, client
 
 
 # -- data -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ on the scheduler at ADDRESS (the client-loss test SIGKILLs that process).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -106,6 +107,15 @@ def _cluster_state(family):
     _als.WHOLE_SIDE_BYTES = 0
     stack.callback(setattr, _als, "WHOLE_SIDE_BYTES", saved)
     return stack
+
+
+@functools.cache
+def reference(family):
+    """The fault-free fit of ``family`` on local threads (no cluster: the same bits as
+    on any), fitted once per process and shared by the fault tests (read only)."""
+    if family == CLUSTER_STATE:  # the same model as "als" (threads: no cluster)
+        return reference("als")
+    return fit(family)
 
 
 def checkpoint_step(path) -> int:

@@ -1,9 +1,12 @@
 """A worker SIGKILLed mid-fit does not fail the fit and does not change its result.
 
 Real processes on 127.0.0.1: one ``dask scheduler`` and three ``dask worker --no-nanny``
-(one thread each), a fresh cluster per test (each kill removes a worker for good).  The
-data is generated inside the graph, block by block, from random streams keyed by the
-block index, so a lost block is recomputed from lineage and comes back the same bytes.
+(one thread each).  Each kill removes a worker for good: the module's tests share one
+cluster (``shared_proc_cluster``), which starts each test with three live workers (a new
+process replaces the one killed by the test before) and no task left on the scheduler
+(``proc_cluster``, a fresh cluster per test, serves the GLM and ALS tests).  The data is
+generated inside the graph, block by block, from random streams keyed by the block
+index, so a lost block is recomputed from lineage and comes back the same bytes.
 
 Each faulty fit runs in a thread while the main thread watches the scheduler's task keys
 (``dmlkit-kmeans-<step>-<token>-<pass>[-<block>]``) and, at the chosen moment (during
@@ -20,7 +23,14 @@ import dask
 import numpy as np
 import pytest
 
-from tests._cluster_procs import FitThread, blobs, parse_key, running_cluster, wait_for_passes
+from tests._cluster_procs import (
+    FitThread,
+    as_fresh,
+    blobs,
+    parse_key,
+    running_cluster,
+    wait_for_passes,
+)
 
 distributed = pytest.importorskip("distributed")
 
@@ -41,6 +51,23 @@ def proc_cluster(tmp_path):
     """
     with running_cluster(tmp_path, n_workers=N_WORKERS) as (cluster, client):
         yield cluster, client
+
+
+@pytest.fixture(scope="module")
+def _module_proc_cluster(tmp_path_factory):
+    """One scheduler + 3 worker processes for a module's tests; always torn down."""
+    with running_cluster(tmp_path_factory.mktemp("proc-cluster"),
+                         n_workers=N_WORKERS) as running:
+        yield running
+
+
+@pytest.fixture
+def shared_proc_cluster(_module_proc_cluster):
+    """The module's cluster as a fresh one would be: ``N_WORKERS`` live workers (new
+    processes replace those killed before) and no task left of earlier fits.  Starting a
+    cluster and warming its workers (imports, numba caches) costs more than a test's fit.
+    """
+    return as_fresh(*_module_proc_cluster, N_WORKERS)
 
 
 def _data():
@@ -138,10 +165,10 @@ def _fit_with_a_kill(cluster, client, step, n_passes, prefer_init, cache):
     return fit.est, hit
 
 
-def test_reference_fit_on_process_cluster(proc_cluster):
+def test_reference_fit_on_process_cluster(shared_proc_cluster):
     """(a) The fault-free fit on the process cluster is repeatable, and the same bits as
     on dask's local threaded scheduler (fixed reduction tree, per-block streams)."""
-    cluster, client = proc_cluster
+    cluster, client = shared_proc_cluster
     X = _data()
     t0 = time.perf_counter()
     ref = _fit_on(client, X)
@@ -168,9 +195,10 @@ def test_reference_fit_on_process_cluster(proc_cluster):
         pytest.param("lloyd", 3, False, id="after-3-lloyd-iterations"),
     ],
 )
-def test_worker_killed_mid_fit_same_model(proc_cluster, step, n_passes, prefer_init, cache):
+def test_worker_killed_mid_fit_same_model(shared_proc_cluster, step, n_passes, prefer_init,
+                                          cache):
     """(b), (c) SIGKILL one worker mid-fit: the fit completes with the same model."""
-    cluster, client = proc_cluster
+    cluster, client = shared_proc_cluster
     ref = _fit_on(client, _data(), cache=cache)  # fault-free, on the still complete cluster
     est, hit = _fit_with_a_kill(cluster, client, step, n_passes, prefer_init, cache)
     hit_steps = {_step(k) for k in hit["processing"] + hit["lost"]}

@@ -1,7 +1,8 @@
 """SGD: a worker SIGKILLed mid-fit does not change the model (real processes).
 
 Same harness as ``test_resilience.py``: a real ``dask scheduler`` and three
-``dask worker --no-nanny`` processes on 127.0.0.1; the data and labels are generated
+``dask worker --no-nanny`` processes on 127.0.0.1 (shared by the module's tests, topped
+up to three live workers before each); the data and labels are generated
 inside the graph, so lost blocks come back from lineage as the same bytes.
 """
 
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 
 from tests._cluster_procs import FitThread, labelled_blobs, wait_for_passes
-from tests.test_resilience import proc_cluster  # noqa: F401 - the shared fixture
+from tests.test_resilience import (  # noqa: F401 - the shared fixtures
+    _module_proc_cluster,
+    shared_proc_cluster,
+)
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,8 +31,8 @@ def _sgd(**kw):
 
 
 @pytest.mark.parametrize("cache", ["auto", False], ids=["cached", "streamed"])
-def test_worker_killed_mid_sgd_fit_same_model(proc_cluster, cache):  # noqa: F811
-    cluster, client = proc_cluster
+def test_worker_killed_mid_sgd_fit_same_model(shared_proc_cluster, cache):  # noqa: F811
+    cluster, client = shared_proc_cluster
     X, y = labelled_blobs()
     with client.as_current():
         ref = _sgd(cache=cache).fit(X, y)

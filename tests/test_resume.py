@@ -4,12 +4,13 @@ model of a fit that never failed, bit for bit.
 
 Real processes on 127.0.0.1 (``dask scheduler``, ``dask worker --no-nanny``, and for the
 client a child ``python``), SIGKILLed once the checkpoint holds two iterations.  The
-fault-free model is fitted on local threads: the same bits as on any cluster.
+fault-free model is fitted on local threads (once per family, shared with the chaos
+tests: ``_families.reference``): the same bits as on any cluster.  The client-loss tests
+kill no part of their cluster, so they share one.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -21,20 +22,13 @@ import pytest
 
 from dmlkit.exceptions import ClusterError
 from tests import _families
-from tests._cluster_procs import REPO, _kill_group, proc_env, running_cluster
+from tests._cluster_procs import REPO, _kill_group, as_fresh, proc_env, running_cluster
 
 distributed = pytest.importorskip("distributed")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 KILL_AT = 2  # iterations in the checkpoint when the process is killed
-
-
-@functools.cache
-def _reference(family):
-    if family == _families.CLUSTER_STATE:  # the same model as "als" (threads: no cluster)
-        return _reference("als")
-    return _families.fit(family)
 
 
 def _when_saved(path, action, until=lambda: True, timeout=240):
@@ -59,7 +53,7 @@ def _when_saved(path, action, until=lambda: True, timeout=240):
 def _resume_and_check(family, client, path, saved):
     est = _families.fit(family, client, checkpoint=path)
     assert est.resumed_from_iter_ == saved
-    _families.assert_same_model(est, _reference(family))
+    _families.assert_same_model(est, _families.reference(family))
 
 
 @pytest.mark.parametrize("family", _families.FAMILIES + (_families.CLUSTER_STATE,))
@@ -79,28 +73,36 @@ def test_scheduler_killed_mid_fit_then_resumed(tmp_path, family):
         _resume_and_check(family, client, path, saved)
 
 
+@pytest.fixture(scope="module")
+def _client_loss_cluster(tmp_path_factory):
+    """The cluster of the client-loss tests: only their client processes are killed, so
+    they share it (``as_fresh`` checks that each starts with nothing left on it)."""
+    with running_cluster(tmp_path_factory.mktemp("client-loss"), n_workers=2) as running:
+        yield running
+
+
 @pytest.mark.parametrize("family", _families.FAMILIES)
-def test_client_process_killed_mid_fit_then_resumed(tmp_path, family):
+def test_client_process_killed_mid_fit_then_resumed(tmp_path, family, _client_loss_cluster):
     path = str(tmp_path / "checkpoint")
     child = None
-    with running_cluster(tmp_path / "cluster", n_workers=2) as (cluster, client):
-        try:
-            env = proc_env()
-            env["DASK_DMLKIT__LOCAL_FIT_BYTES"] = "0"  # on the cluster, however small
-            log = open(tmp_path / "child.log", "wb")
-            child = subprocess.Popen([sys.executable, "-m", "tests._families", family,
-                                      cluster.address, path], cwd=REPO, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-            watcher, killed = _when_saved(path, lambda: _kill_group(child),
-                                          until=lambda: child.poll() is None)
-            watcher.join()
-            log.close()
-            assert killed.is_set(), ("the child fit ended before it was killed:\n"
-                                     + (tmp_path / "child.log").read_text()[-3000:])
-            assert child.returncode == -signal.SIGKILL
-            saved = _families.checkpoint_step(path)
-            assert KILL_AT <= saved < _families.max_iter(family)
-            _resume_and_check(family, client, path, saved)
-        finally:
-            if child is not None and child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
+    cluster, client = as_fresh(*_client_loss_cluster, n_workers=2)
+    try:
+        env = proc_env()
+        env["DASK_DMLKIT__LOCAL_FIT_BYTES"] = "0"  # on the cluster, however small
+        log = open(tmp_path / "child.log", "wb")
+        child = subprocess.Popen([sys.executable, "-m", "tests._families", family,
+                                  cluster.address, path], cwd=REPO, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        watcher, killed = _when_saved(path, lambda: _kill_group(child),
+                                      until=lambda: child.poll() is None)
+        watcher.join()
+        log.close()
+        assert killed.is_set(), ("the child fit ended before it was killed:\n"
+                                 + (tmp_path / "child.log").read_text()[-3000:])
+        assert child.returncode == -signal.SIGKILL
+        saved = _families.checkpoint_step(path)
+        assert KILL_AT <= saved < _families.max_iter(family)
+        _resume_and_check(family, client, path, saved)
+    finally:
+        if child is not None and child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
