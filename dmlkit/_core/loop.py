@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import weakref
 from numbers import Integral
 
 import dask
@@ -197,7 +198,11 @@ class FitLoop:
         self.driver = Driver(self.family, blocks, cache=cache, verbose=self.verbose,
                              local=local)
         if self.store is not None:
-            self.driver.lost_note = self._resume_note
+            # through a weak reference: the loop holds the driver, and a cycle back would
+            # keep the driver's persisted blocks on the cluster until Python's cyclic
+            # garbage collector runs
+            note = weakref.WeakMethod(self._resume_note)
+            self.driver.lost_note = lambda: note()() if note() is not None else ""
         return self.driver
 
     def _guard(self):

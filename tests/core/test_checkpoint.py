@@ -347,3 +347,27 @@ def test_parquet_columns_resume_in_a_new_process(tmp_path):
         df2.iloc[i * 2000:(i + 1) * 2000].to_parquet(other / f"part{i}.parquet")
     with pytest.raises(ValueError, match="data content: checkpoint has 'sampled rows"):
         fit(other, str(path))
+
+
+def test_a_checkpointed_fit_leaves_nothing_on_the_cluster_once_dropped(tmp_path,
+                                                                       with_client):
+    """The fit loop reaches its driver's 'lost scheduler' note through a weak reference:
+    a cycle there kept the persisted input blocks on the cluster until Python's cyclic
+    garbage collector happened to run."""
+    import gc
+    import time
+
+    X = da.random.RandomState(0).random_sample((40_000, 8), chunks=5_000)
+    gc.disable()
+    try:
+        with dmlkit.config_context(local_fit_bytes=0):
+            est = KMeans(3, random_state=0, max_iter=3, checkpoint=tmp_path).fit(X)
+        held = lambda: [k for k in with_client.who_has() if X.name in str(k)]  # noqa: E731
+        assert est.n_iter_ == 3
+        del est
+        deadline = time.monotonic() + 10
+        while held():
+            assert time.monotonic() < deadline, f"still on the cluster: {held()[:3]}"
+            time.sleep(0.05)
+    finally:
+        gc.enable()
