@@ -41,6 +41,7 @@ import math
 import numbers
 import operator
 import time
+import uuid
 import warnings
 from numbers import Integral, Real
 
@@ -179,6 +180,17 @@ def _gram_piece(Y, start, n_total, backend):
         nodes = dyadic_sum([leaves[i, ...] for i in range(leaves.shape[0])], operator.add,
                            first=a, n_leaves=n_leaves)
     return nodes, pieces
+
+
+def _gram_tree(blocks, cuts, backend, key):
+    """A task giving a side's YᵀY from its row blocks (futures or Delayed, starting at
+    ``cuts``): each block's :func:`_gram_piece` where it is, then :func:`_gram_combine`."""
+    piece = dask.delayed(_gram_piece, pure=False)
+    n_total = int(cuts[-1])
+    parts = [piece(F, int(s), n_total, backend, dask_key_name=f"{key}-{i}")
+             for i, (F, s) in enumerate(zip(blocks, cuts[:-1], strict=True))]
+    return dask.delayed(_gram_combine, pure=False)(n_total, backend, *parts,
+                                                  dask_key_name=f"{key}-combine")
 
 
 def _gram_combine(n_total, backend, *results):
@@ -346,9 +358,7 @@ def _recommend_rows(X, part, rows, ids, Y, item_ids, n, user_col, item_col, twin
     None) of one user block ``X`` with its seen part, ranked against the item factors."""
     ptr = idx = None
     if filter_seen:
-        ptr = np.zeros(part[0].shape[0] + 1, dtype=np.int64)
-        np.cumsum(part[0], out=ptr[1:])
-        idx = part[1]
+        ptr, idx = _indptr(part[0]), part[1]
     if rows is not None:
         X = X[rows]
         if filter_seen:
@@ -361,9 +371,7 @@ def _recommend_rows(X, part, rows, ids, Y, item_ids, n, user_col, item_col, twin
 
 def _rows_and_seen(X, part, rows):
     """Rows ``rows`` of a user block and their seen items: (factors, indptr, indices)."""
-    ptr = np.zeros(part[0].shape[0] + 1, dtype=np.int64)
-    np.cumsum(part[0], out=ptr[1:])
-    return (X[rows], *_csr_take(ptr, part[1], rows))
+    return (X[rows], *_csr_take(_indptr(part[0]), part[1], rows))
 
 
 def _replace_rows(F, rows, values):
@@ -378,9 +386,8 @@ def _seen_part_replace(part, drop_rows, drop_cols, rows, cols):
     ``drop_rows`` or columns ``drop_cols`` left out and the (``rows``, ``cols``) pairs
     added (rows local to the block, as :func:`_csr_replace`)."""
     counts, indices = part
-    ptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    ptr, indices = _csr_replace(ptr, indices, counts.shape[0], np.asarray(drop_rows, np.int64),
+    ptr, indices = _csr_replace(_indptr(counts), indices, counts.shape[0],
+                                np.asarray(drop_rows, np.int64),
                                 np.asarray(drop_cols, np.int64), rows, cols)
     return np.diff(ptr), indices
 
@@ -428,12 +435,18 @@ def _squared_error_partition(df, X, Y, user_index, item_index, user_col, item_co
                          "n_bad": [int((~ok).sum())]})
 
 
+def _indptr(counts):
+    """The CSR row pointers of rows with ``counts`` stored entries each."""
+    ptr = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr
+
+
 def _csr_take(indptr, indices, rows):
     """Rows ``rows`` of a CSR pattern, in that order: (indptr, indices)."""
     rows = np.asarray(rows, dtype=np.int64)
     counts = indptr[rows + 1] - indptr[rows]
-    ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
+    ptr = _indptr(counts)
     src = np.repeat(indptr[rows] - ptr[:-1], counts) + np.arange(ptr[-1])
     return ptr, indices[src]
 
@@ -513,6 +526,11 @@ def _ratings_meta(src, col):
 def _split_rows(F, cuts):
     """The rows of ``F`` by the block ranges ``cuts`` (views)."""
     return BlockList(np.split(F, cuts[1:-1]))
+
+
+def _cuts(F):
+    """The first row of every row block of the dask array ``F``, and its length."""
+    return np.r_[0, np.cumsum(F.chunks[0])]
 
 
 def _rows_array(futures, cuts, k, dtype):
@@ -977,13 +995,7 @@ class ALS(BaseEstimator):
         if not is_future(blocks[0]):
             return to_numpy(get_kernels("recommendation", backend).gram(
                 to_device(np.concatenate(blocks), backend), n_threads=driver.total_threads()))
-        piece = dask.delayed(_gram_piece, pure=False)
-        key = driver.key(step)
-        n_total = int(cuts[-1])
-        parts = [piece(F, int(s), n_total, backend, dask_key_name=f"{key}-{i}")
-                 for i, (F, s) in enumerate(zip(blocks, cuts[:-1], strict=True))]
-        return dask.delayed(_gram_combine, pure=False)(n_total, backend, *parts,
-                                                      dask_key_name=f"{key}-combine")
+        return _gram_tree(blocks, cuts, backend, driver.key(step))
 
     def _half_remote(self, driver, blocks, own, other, ocuts, plans, params, backend, *,
                      with_loss, with_seen, step):
@@ -1112,9 +1124,7 @@ class ALS(BaseEstimator):
         key = driver.key(step)
         tasks = []
         for b, block in enumerate(blocks):
-            start = None
-            if warm:  # a block kept on the cluster is its own key already
-                start = own[b] if is_future(own[b]) else driver.shared(own[b], f"{step}-start")
+            start = driver.shared(own[b], f"{step}-start") if warm else None
             tasks.append(solve(block, other_key, start, YtY, params, backend, with_loss,
                                with_seen, n_threads=driver.threads_per_task,
                                dask_key_name=f"{key}-{b}"))
@@ -1405,7 +1415,7 @@ class ALS(BaseEstimator):
         user blocks' seen parts -- the client path's updates, block by block."""
         client = self._client()
         own = getattr(self, f"{side}_factors_")
-        cuts = np.r_[0, np.cumsum(own.chunks[0])]
+        cuts = _cuts(own)
         new = codes < 0
         pos = codes.copy()
         pos[new] = own.shape[0] + np.arange(int(new.sum()))
@@ -1424,7 +1434,7 @@ class ALS(BaseEstimator):
         cols = block[1].astype(np.int64)
         if side == "item":
             rows, cols = cols, rows
-        ucuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        ucuts = _cuts(self.user_factors_)
         parts = list(self._seen_parts)
         fix = dask.delayed(_seen_part_replace, pure=False)
         for b in range(len(parts)):
@@ -1628,11 +1638,8 @@ class ALS(BaseEstimator):
             side, _, derived = what.partition("-")
             if derived == "gram":  # YᵀY from the blocks' shares (never whole on a worker)
                 F = getattr(self, f"{side}_factors_")
-                cuts = np.r_[0, np.cumsum(F.chunks[0])]
-                piece = dask.delayed(_gram_piece, pure=False)
-                task = dask.delayed(_gram_combine, pure=False)(int(cuts[-1]), "numba", *[
-                    piece(blk, int(c), int(cuts[-1]), "numba")
-                    for blk, c in zip(F.to_delayed().ravel(), cuts[:-1], strict=True)])
+                task = _gram_tree(F.to_delayed().ravel(), _cuts(F), "numba",
+                                  f"dmlkit-als-{side}-gram-{uuid.uuid4().hex[:8]}")
             elif derived:
                 fn = twin_rows if derived == "twins" else _unit
                 task = dask.delayed(fn, pure=False)(self._key(side))
@@ -1673,7 +1680,7 @@ class ALS(BaseEstimator):
         if len(codes) == 0:
             return (np.zeros((0, k), self.user_factors_.dtype), np.zeros(1, np.int64),
                     np.zeros(0, np.int32))
-        cuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        cuts = _cuts(self.user_factors_)
         blk = np.searchsorted(cuts, codes, side="right") - 1
         order = np.argsort(blk, kind="stable")
         blocks = self.user_factors_.to_delayed().ravel()
@@ -1692,7 +1699,7 @@ class ALS(BaseEstimator):
     def _recommend_all_blocks(self, n, users, filter_seen, Y, item_ids, twins, cand, banned):
         """``recommend_all`` on the cluster path: one partition per user block (or per run
         of the asked users within one block), each ranked where its block is."""
-        cuts = np.r_[0, np.cumsum(self.user_factors_.chunks[0])]
+        cuts = _cuts(self.user_factors_)
         blocks = self.user_factors_.to_delayed().ravel()
         fn = dask.delayed(_recommend_rows, pure=False)
         ids_k = dask.delayed(item_ids, pure=True)
