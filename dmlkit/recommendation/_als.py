@@ -24,6 +24,8 @@ How a fit runs
 4. Factors larger than ``dmlkit.driver-state-bytes`` stay on the cluster instead: the
    state holds futures of the blocks, the solved blocks stay where they were solved, a
    worker concatenates the side the next half needs, and the loss is computed there.
+   The ids stay there too: the scan's counts are kept as futures, the encoding tasks
+   read the id index from the cluster, and the client gets only lengths and cuts.
    Starting factors come from per-chunk random streams (:func:`_init_rows`), so each
    block is made on its worker with the bits the client path makes.  Serving then runs
    as tasks where the blocks are.
@@ -58,7 +60,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
 from dmlkit._core.checkpoint import BlockList, is_future
-from dmlkit._core.client import compute, get_client_or_none, placed, solve_here
+from dmlkit._core.client import compute, get_client_or_none, placed, scheduler_loss, solve_here
 from dmlkit._core.dispatch import backend_of, get_kernels, to_device, to_numpy
 from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step, fit_fingerprint
 from dmlkit._core.numba_utils import one_blas_thread
@@ -344,6 +346,12 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=Non
     return rows, cols, scores, rank + 1
 
 
+def _similar_frame(V, G, n, codes, twins, ids, col):
+    rows, cols, scores, rank = _top_n(V, G, n, exclude=codes, twins=twins)
+    return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
+                         "score": scores, "rank": rank})
+
+
 def _recommend_partition(V, Y, ids, item_ids, seen_indptr, seen_indices, n, user_col,
                          item_col, twins=None, banned=None):
     rows, cols, scores, rank = _top_n(V, Y, n, seen_indptr, seen_indices, twins=twins,
@@ -516,6 +524,48 @@ def _sorted_ids(counts: pd.Series) -> pd.Series:
         return counts.iloc[np.argsort(np.asarray(key, dtype=object), kind="stable")]
 
 
+def _ids_and_counts(counts: pd.Series):
+    """(sorted ids, their numbers of ratings) of a scan's value counts."""
+    counts = _sorted_ids(counts)
+    return counts.index.to_numpy(), counts.to_numpy(dtype=np.int64)
+
+
+def _ids_token(counts_u, counts_i):
+    """What the fingerprint holds of the ids and their counts: the same token whether
+    computed here or on a worker."""
+    return tokenize(*_ids_and_counts(counts_u), *_ids_and_counts(counts_i))
+
+
+def _id_values(counts: pd.Series):
+    return _ids_and_counts(counts)[0]
+
+
+def _count_cuts(counts, n_blocks):
+    return balanced_cuts(_ids_and_counts(counts)[1], n_blocks)
+
+
+class _Scan:
+    """What the scan found: ids and counts as arrays here, or as futures of the value
+    counts on the cluster (``futures``), with the numbers that decide the fit's layout."""
+
+    def __init__(self, user_ids, item_ids, counts_u, counts_i, total, n_users, n_items,
+                 n_ratings, futures=None, client=None):
+        self.user_ids, self.item_ids = user_ids, item_ids
+        self.counts_u, self.counts_i = counts_u, counts_i
+        self.total, self.n_users, self.n_items = total, n_users, n_items
+        self.n_ratings, self.futures, self.client = n_ratings, futures, client
+
+    def here(self):
+        """Bring ids and counts kept on the cluster here (a model held in this process)."""
+        if self.futures is not None:
+            with scheduler_loss(self.client):
+                vc_u, vc_i = self.client.gather(self.futures)
+            self.user_ids, self.counts_u = _ids_and_counts(vc_u)
+            self.item_ids, self.counts_i = _ids_and_counts(vc_i)
+            self.futures = None
+        return self
+
+
 def _ratings_meta(src, col):
     """An empty array of the type ``src[col]`` holds (NumPy for pandas): it picks the
     kernels, as the blocks' meta does for the other families."""
@@ -539,6 +589,28 @@ def _rows_array(futures, cuts, k, dtype):
     dsk = {(name, b, 0): f for b, f in enumerate(futures)}
     return da.Array(dsk, name, (tuple(int(n) for n in np.diff(cuts)), (int(k),)),
                     dtype=dtype)
+
+
+def _get_indexer(index, ids):
+    return index.get_indexer(ids)
+
+
+def _lookup(index, ids):
+    """(codes of ``ids``, -1 for unknown ones; fit's ids of the known ones)."""
+    codes = index.get_indexer(ids)
+    return codes, index.to_numpy()[codes[codes >= 0]]
+
+
+def _append_index(values, new):
+    values = _append_ids(values, new)
+    return values, pd.Index(values), values.dtype
+
+
+def _ids_array(values, cuts, dtype):
+    """A dask array of the ids held on the cluster (a future), cut as the factors."""
+    n = int(cuts[-1])
+    ids = da.from_delayed(dask.delayed(values), shape=(n,), dtype=dtype)
+    return ids.rechunk((tuple(int(c) for c in np.diff(cuts)),))
 
 
 # ----------------------------------------------------------------------------------
@@ -622,6 +694,8 @@ class ALS(BaseEstimator):
     user_ids_, item_ids_ : ndarray
         The distinct ids seen in fit, sorted; row ``j`` of the factors belongs to id
         ``j``.  For a scipy.sparse matrix they are ``arange(n_rows)`` / ``arange(n_cols)``.
+        With the factors on the cluster these stay there too: dask arrays cut as the
+        factors (the scan counted and sorted them there, and ids are looked up there).
     n_iter_ : int
     loss_curve_ : list of float (with ``calculate_training_loss``)
     solve_order_ : {'users', 'items'}
@@ -726,11 +800,13 @@ class ALS(BaseEstimator):
     def _scan(self, src, rating_col, universe):
         """One pass: id counts (sorted ids) and value checks (in pandas when in memory).
 
-        Returns (user ids, item ids, their numbers of ratings, the ratings' sum or None
-        without a rating column): what identifies the ratings in a checkpoint's
-        fingerprint.  The sum is rounded to 12 significant digits, so that another
-        partitioning of the same ratings (another order of the additions) gives the
-        same fingerprint, as it gives the same factors.
+        Returns a :class:`_Scan`: the user and item ids with their numbers of ratings
+        and the ratings' sum (what identifies the ratings in a checkpoint's fingerprint;
+        None without a rating column).  The sum is rounded to 12 significant digits, so
+        that another partitioning of the same ratings (another order of the additions)
+        gives the same fingerprint, as it gives the same factors.  With a dask frame on a
+        cluster the ids and counts stay there (futures, see :meth:`_Scan.here`): only
+        their lengths come back, which decide where the factors live.
         """
         local = isinstance(src, pd.DataFrame)
         u, i = src[self.user_col], src[self.item_col]
@@ -738,13 +814,24 @@ class ALS(BaseEstimator):
         # it is reduced (not here: a sort of a frame of all ids is a copy of it)
         counts = [u.value_counts(), i.value_counts()] if local else [
             c.value_counts(split_out=1).map_partitions(_sorted_ids) for c in (u, i)]
-        todo = [*counts, u.isna().sum(), i.isna().sum(), src.shape[0]]
+        todo = [u.isna().sum(), i.isna().sum(), src.shape[0]]
         if rating_col is not None:
             r = src[rating_col]
             bad = _n_not_finite(r) if local else r.map_partitions(
                 lambda s: pd.Series([_n_not_finite(s)]), meta=(rating_col, "int64")).sum()
             todo += [bad, r.min(), r.sum()]
-        out = todo if local else compute(*todo)
+        client = None if local or universe is not None else get_client_or_none()
+        futures = None
+        if local:
+            out = [*counts, *todo]
+        elif client is None:
+            out = compute(*counts, *todo)
+        else:  # one graph (the source read once); the counts are kept on the cluster
+            with scheduler_loss(client):
+                futures = client.compute([*counts, *todo])
+                lengths = [client.submit(len, f, pure=False) for f in futures[:2]]
+                out = [None, None, *client.gather(futures[2:] + lengths)]
+            futures = futures[:2]
         vc_u, vc_i, null_u, null_i, n = out[:5]
         if n == 0:
             raise ValueError("ratings is empty: ALS needs at least one rating")
@@ -761,16 +848,20 @@ class ALS(BaseEstimator):
             if self.implicit and low < 0:
                 raise ValueError(f"implicit feedback needs ratings >= 0 (they are confidences "
                                  f"1 + alpha * r); ratings[{rating_col!r}] has minimum {low}")
+        if futures is not None:
+            return _Scan(None, None, None, None, total, int(out[-2]), int(out[-1]), int(n),
+                         futures, client)
         if universe is None:
-            vc_u, vc_i = _sorted_ids(vc_u), _sorted_ids(vc_i)
-            return (vc_u.index.to_numpy(), vc_i.index.to_numpy(),
-                    vc_u.to_numpy(dtype=np.int64), vc_i.to_numpy(dtype=np.int64), total)
+            arrays = _ids_and_counts(vc_u) + _ids_and_counts(vc_i)
+            return _Scan(*arrays[::2], *arrays[1::2], total, len(arrays[0]), len(arrays[2]),
+                         int(n))
         counts = []
         for ids, vc in zip(universe, (vc_u, vc_i), strict=True):
             c = np.zeros(len(ids), dtype=np.int64)
             c[pd.Index(ids).get_indexer(vc.index)] = vc.to_numpy()
             counts.append(c)
-        return universe[0], universe[1], counts[0], counts[1], total
+        return _Scan(universe[0], universe[1], counts[0], counts[1], total, len(universe[0]),
+                     len(universe[1]), int(n))
 
     # ------------------------------------------------------------------ fit
     @placed
@@ -788,9 +879,10 @@ class ALS(BaseEstimator):
         # for the scan, which decides where the fit runs
         loop = FitLoop(self, "als", driver=False)
         scanned = self._scan(src, rating_col, universe)
-        n_ratings = int(scanned[2].sum())
+        n_ratings = scanned.n_ratings
         local = solve_here(BYTES_PER_RATING * 2 * n_ratings)
         if local:
+            scanned.here()
             # small: fetched once and solved here (see the local-fit-bytes setting)
             logger.info("dmlkit-als: %d ratings, solved in this process (local-fit-bytes)",
                         n_ratings)
@@ -802,56 +894,81 @@ class ALS(BaseEstimator):
 
     def _fit_scanned(self, loop, src, rating_col, scanned, backend, t0):
         in_memory = isinstance(src, pd.DataFrame)
-        user_ids, item_ids, counts_u, counts_i, total = scanned
-        n_users, n_items, k = len(user_ids), len(item_ids), int(self.factors)
+        n_users, n_items, k = scanned.n_users, scanned.n_items, int(self.factors)
+        n_ratings, total = scanned.n_ratings, scanned.total
         dtype = np.dtype(self.dtype)
         duplicates = self._duplicates_policy()
 
         driver = loop.driver
-        user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
-        if in_memory:  # encoded here; the pieces enter the graph as data
-            codes = _encode_task(src, user_index, item_index, self.user_col, self.item_col,
-                                 rating_col)
-            cuts = np.linspace(0, len(src), max(1, min(32, len(src) // 250_000)) + 1)
-            cuts = cuts.astype(np.int64)
-            parts = [driver.shared(tuple(c[a:b] for c in codes), "ratings")
-                     for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        else:
-            encode = dask.delayed(_encode_task, pure=True)
-            uidx = driver.shared(user_index, "user-ids")
-            iidx = driver.shared(item_index, "item-ids")
-            parts = [encode(p, uidx, iidx, self.user_col, self.item_col, rating_col)
-                     for p in src.to_delayed()]
         # block ranges: about equal ratings per block, at least one block per thread
-        n_ratings = int(counts_u.sum())
         n_blocks = max(driver.total_threads(),
                        math.ceil(BYTES_PER_RATING * n_ratings
                                  / dask.utils.parse_bytes(get_config("block-size"))))
         first = (self._first_side(n_users, n_items, self.implicit)
                  if self.solve_order == "auto" else self.solve_order[:-1])
         # where the factors live between half-iterations: here, or (too big for this
-        # process, see the driver-state-bytes setting) as row blocks on the workers
+        # process, see the driver-state-bytes setting) as row blocks on the workers, with
+        # the ids and their counts (kept there by the scan)
         factor_bytes = (n_users + n_items) * k * dtype.itemsize
         remote = driver.client is not None and factor_bytes > dask.utils.parse_bytes(
             get_config("driver-state-bytes"))
         if remote:
             logger.info("dmlkit-als: factors of %.1f MiB stay on the cluster as row blocks "
                         "(driver-state-bytes)", factor_bytes / 2**20)
+        id_values = None  # with the factors on the cluster: futures of the sorted ids
+        if remote and scanned.futures is not None:
+            vc_u, vc_i = scanned.futures
+            with driver._guard():
+                client = driver.client
+                id_values = [client.submit(_id_values, f, pure=False) for f in (vc_u, vc_i)]
+                ucuts, icuts, ids_token = client.gather([
+                    client.submit(_count_cuts, vc_u, n_blocks, pure=False),
+                    client.submit(_count_cuts, vc_i, n_blocks, pure=False),
+                    client.submit(_ids_token, vc_u, vc_i, pure=False)])
+        else:
+            scanned.here()
+            ucuts = balanced_cuts(scanned.counts_u, n_blocks)
+            icuts = balanced_cuts(scanned.counts_i, n_blocks)
+            ids_token = tokenize(scanned.user_ids, scanned.item_ids, scanned.counts_u,
+                                 scanned.counts_i)
+            if remote:  # ids found here (in-memory ratings) join the factors there, once
+                id_values = driver.submit(*(dask.delayed(np.asarray, pure=False)(ids)
+                                            for ids in (scanned.user_ids, scanned.item_ids)))
+        if id_values is not None:
+            index = dask.delayed(pd.Index, pure=False)
+            user_index, item_index = driver.submit(index(id_values[0]), index(id_values[1]))
+            id_dtypes = driver.gather(driver.submit(
+                *(dask.delayed(operator.attrgetter("dtype"), pure=False)(v)
+                  for v in id_values)))
+            uidx, iidx = user_index, item_index
+        else:
+            user_index, item_index = pd.Index(scanned.user_ids), pd.Index(scanned.item_ids)
+            uidx = driver.shared(user_index, "user-ids")
+            iidx = driver.shared(item_index, "item-ids")
+        if in_memory:  # encoded here; the pieces enter the graph as data
+            codes = _encode_task(src, pd.Index(scanned.user_ids), pd.Index(scanned.item_ids),
+                                 self.user_col, self.item_col, rating_col)
+            cuts = np.linspace(0, len(src), max(1, min(32, len(src) // 250_000)) + 1)
+            cuts = cuts.astype(np.int64)
+            parts = [driver.shared(tuple(c[a:b] for c in codes), "ratings")
+                     for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        else:  # encoded where the partitions are, with the ids where they are
+            encode = dask.delayed(_encode_task, pure=True)
+            parts = [encode(p, uidx, iidx, self.user_col, self.item_col, rating_col)
+                     for p in src.to_delayed()]
         # the scan's counts name the ratings (no other pass); the side solved first is in
         # the fingerprint too: a checkpoint of a fit that alternated the other way round
         # (or of a dmlkit that did not record it) is refused, not resumed in another order
         loop.bind(fit_fingerprint(self, None, **{
             "ratings": n_ratings, "ratings sum": total,
-            "ids and their rating counts": tokenize(user_ids, item_ids, counts_u, counts_i),
+            "ids and their rating counts": ids_token,
             "side solved first": first}), read_blocks=not remote)
         # the state of the fit: the factors as blocks of the cuts (a checkpoint writes
         # them block by block), the cuts, and the loss curve so far.  A resumed fit keeps
         # the saved cuts: the blocks follow the threads of the cluster that started the
         # fit, the factors' last bits follow the blocks, and the new cluster may differ.
         state, it, done = loop.restore() or (None, 0, False)
-        if state is None:
-            ucuts, icuts = balanced_cuts(counts_u, n_blocks), balanced_cuts(counts_i, n_blocks)
-        else:
+        if state is not None:
             ucuts, icuts = np.asarray(state["user_cuts"]), np.asarray(state["item_cuts"])
             if remote:  # the saved blocks are read by the workers, not here
                 state = dict(state, **{f"{side}_factors": loop.on_cluster(
@@ -896,13 +1013,18 @@ class ALS(BaseEstimator):
             self._seen_parts = seen["parts"]
             self._factor_blocks = {side: list(state[f"{side}_factors"]) for side in SIDES}
             self._seen_indptr = self._seen_indices = None
+            # the ids too: dask arrays cut as the factors, their index a future
+            self._id_values = dict(zip(SIDES, id_values, strict=True))
+            self.user_ids_ = _ids_array(id_values[0], ucuts, id_dtypes[0])
+            self.item_ids_ = _ids_array(id_values[1], icuts, id_dtypes[1])
         else:
             self.user_factors_ = np.concatenate(state["user_factors"])
             self.item_factors_ = np.concatenate(state["item_factors"])
             self._seen_indptr, self._seen_indices = seen["csr"]
             self.__dict__.pop("_seen_parts", None)
             self.__dict__.pop("_factor_blocks", None)
-        self.user_ids_, self.item_ids_ = user_ids, item_ids
+            self.__dict__.pop("_id_values", None)
+            self.user_ids_, self.item_ids_ = scanned.user_ids, scanned.item_ids
         self._user_index, self._item_index = user_index, item_index
         self.n_iter_ = int(self.iterations)
         self.solve_order_ = first + "s"
@@ -1233,7 +1355,7 @@ class ALS(BaseEstimator):
                 (users,) = compute(users)
             users = np.asarray(users)
             # users unseen in fit get no recommendations (and count as misses)
-            users = users[self._user_index.get_indexer(users) >= 0]
+            users = users[self._codes("user", users) >= 0]
             recs = self.recommend(users, n=10)
             return precision_at_k(recs, ratings, k=10, user_col=self.user_col,
                                   item_col=self.item_col)
@@ -1245,7 +1367,7 @@ class ALS(BaseEstimator):
             # one pass where the partitions are: only three numbers per partition return
             keys = [dask.delayed(a, pure=True) for a in args[:4]]
             meta = _squared_error_partition(ratings._meta, np.zeros((0, 1)), np.zeros((0, 1)),
-                                            *args[2:])
+                                            pd.Index([]), pd.Index([]), *args[4:])
             sums = ratings.map_partitions(_squared_error_partition, *keys, *args[4:],
                                           meta=meta).sum()
             (sums,) = compute(sums)
@@ -1269,7 +1391,7 @@ class ALS(BaseEstimator):
         df = df[df[self.user_col].isin(list(users))]
         if isinstance(df, dd.DataFrame):  # only the rows of these users come here
             (df,) = compute(df)
-        i = self._item_index.get_indexer(df[self.item_col])
+        i = self._codes("item", df[self.item_col])
         df, i = df[i >= 0], i[i >= 0]  # items unseen in fit have no factors: left out
         r = _values(df[rating_col]) if rating_col else np.ones(len(df))
         if not np.isfinite(r).all():
@@ -1337,8 +1459,7 @@ class ALS(BaseEstimator):
         df = df[df[col[side]].isin(list(ids))]
         if isinstance(df, dd.DataFrame):  # only the rows of these ids come here
             (df,) = compute(df)
-        other_index = getattr(self, f"_{other}_index")
-        j = other_index.get_indexer(df[col[other]])
+        j = self._codes(other, df[col[other]])
         if (j < 0).any() and self.cold_start != "drop":
             bad = pd.unique(df[col[other]][j < 0])
             warnings.warn(f"{int((j < 0).sum())} rating(s) are of {len(bad)} {other}(s) unseen "
@@ -1364,7 +1485,7 @@ class ALS(BaseEstimator):
         block = _build_block(0, len(ids), False, self._duplicates_policy(),
                              (row, j.astype(np.int64), r))
         own = getattr(self, f"{side}_factors_")
-        codes = getattr(self, f"_{side}_index").get_indexer(ids)
+        codes = self._codes(side, ids)
         new = codes < 0
         params = dict(reg=float(self.regularization), implicit=bool(self.implicit),
                       alpha=float(self.alpha), cg_steps=int(self.cg_steps),
@@ -1453,9 +1574,14 @@ class ALS(BaseEstimator):
                 rows[newbie] - ucuts[-1], cols[newbie])))
         self._factor_blocks = dict(self._factor_blocks, **{side: blocks})
         setattr(self, f"{side}_factors_", _rows_array(blocks, cuts, own.shape[1], own.dtype))
-        all_ids = _append_ids(getattr(self, f"{side}_ids_"), ids[new])
-        setattr(self, f"{side}_ids_", all_ids)
-        setattr(self, f"_{side}_index", pd.Index(all_ids))
+        if new.any():  # the new ids appended where the ids are
+            both = client.submit(_append_index, self._id_values[side], ids[new].to_numpy(),
+                                 pure=False)
+            values, index, dtype = (client.submit(operator.itemgetter(j), both, pure=False)
+                                    for j in range(3))
+            setattr(self, f"_{side}_index", index)
+            setattr(self, f"{side}_ids_", _ids_array(values, cuts, dtype.result()))
+            self._id_values = dict(self._id_values, **{side: values})
         self._seen_parts = parts
         self.__dict__.pop("_serving", None)  # derived from the old factors
 
@@ -1463,7 +1589,7 @@ class ALS(BaseEstimator):
         """Codes of the item ids ``ids`` (distinct, sorted); an id unseen in fit is a
         ValueError naming a few."""
         ids = _as_ids(ids)
-        codes = self._item_index.get_indexer(ids)
+        codes = self._codes("item", ids)
         if (codes < 0).any():
             bad = ids[codes < 0]
             raise ValueError(f"{what} has {len(bad)} item id(s) not seen in fit (e.g. "
@@ -1492,10 +1618,11 @@ class ALS(BaseEstimator):
                 banned = None
         if self._on_cluster():  # tasks on the whole item factors, where they are
             if cand is None:
-                return (self._key("item"), self.item_ids_, self._key("item-twins"), None,
-                        banned)
+                return (self._key("item"), self._id_values["item"], self._key("item-twins"),
+                        None, banned)
             both = dask.delayed(_candidate_rows, pure=False, nout=2)(self._key("item"), cand)
-            return both[0], self.item_ids_[cand], both[1], cand, None
+            ids = dask.delayed(operator.getitem, pure=False)(self._id_values["item"], cand)
+            return both[0], ids, both[1], cand, None
         if cand is None:
             return Y, self.item_ids_, self._twins("item", Y), None, banned
         Yc = Y[cand]
@@ -1544,10 +1671,10 @@ class ALS(BaseEstimator):
             ids_f, V_f, (ptr_f, idx_f) = self._fold_in(ratings, users)
             parts.append((ids_f, V_f.astype(self.user_factors_.dtype), ptr_f, idx_f))
             rest = users[~pd.Index(users).isin(ids_f)]
-        codes = self._user_index.get_indexer(rest)
+        codes, known = self._lookup("user", rest)
         self._warn_unknown_users(rest[codes < 0], len(users))
         codes = codes[codes >= 0]
-        parts.append((self.user_ids_[codes], *self._user_rows(codes)))
+        parts.append((known, *self._user_rows(codes)))
         # pandas keeps the ids' dtype (int64 stays int64; mixed types become object)
         ids = pd.concat([pd.Series(p[0]) for p in parts], ignore_index=True).to_numpy()
         V = np.concatenate([p[1] for p in parts])
@@ -1587,7 +1714,7 @@ class ALS(BaseEstimator):
         seen_ptr, seen_idx = self._seen_indptr, self._seen_indices
         if users is not None:
             asked = _as_ids(users)
-            codes = self._user_index.get_indexer(asked)
+            codes = self._codes("user", asked)
             self._warn_unknown_users(asked[codes < 0].to_numpy(), len(asked), fold_in=False)
             codes = codes[codes >= 0]
             X, user_ids = X[codes], user_ids[codes]
@@ -1662,6 +1789,21 @@ class ALS(BaseEstimator):
         """A side's whole factors: the array here, or a future on the cluster."""
         return self._key(side) if self._on_cluster() else getattr(self, f"{side}_factors_")
 
+    def _codes(self, side, ids):
+        """Codes of ``ids`` (-1 for ids unseen in fit), from the index here or on the
+        cluster (only the asked ids travel)."""
+        index = getattr(self, f"_{side}_index")
+        if isinstance(index, pd.Index):
+            return index.get_indexer(ids)
+        return self._run(_get_indexer, index, ids)
+
+    def _lookup(self, side, ids):
+        """(codes of ``ids``, -1 for unseen ones; fit's ids of the seen ones, in order)."""
+        index = getattr(self, f"_{side}_index")
+        if isinstance(index, pd.Index):
+            return _lookup(index, ids)
+        return self._run(_lookup, index, ids)
+
     def _run(self, fn, *args, **kwargs):
         """``fn(*args)`` here, or as a task on the cluster where the factors are (any
         argument may be a future or Delayed there); only the result comes back."""
@@ -1705,25 +1847,27 @@ class ALS(BaseEstimator):
         ids_k = dask.delayed(item_ids, pure=True)
         meta = _recommend_partition(np.zeros((0, 1), self.user_factors_.dtype),
                                     np.zeros((0, 1), self.user_factors_.dtype),
-                                    self.user_ids_[:0], item_ids, None, None, n,
+                                    np.zeros(0, self.user_ids_.dtype),
+                                    np.zeros(0, self.item_ids_.dtype), None, None, n,
                                     self.user_col, self.item_col)
         args = (Y, ids_k, n, self.user_col, self.item_col, twins, banned, cand, filter_seen)
+        id_blocks = self.user_ids_.to_delayed().ravel()  # cut as the factors
         parts = []
         if users is None:
             for b in range(len(blocks)):
-                parts.append(fn(blocks[b], self._seen_parts[b], None,
-                                self.user_ids_[cuts[b]:cuts[b + 1]], *args))
+                parts.append(fn(blocks[b], self._seen_parts[b], None, id_blocks[b], *args))
         else:
             asked = _as_ids(users)
-            codes = self._user_index.get_indexer(asked)
+            codes = self._codes("user", asked)
             self._warn_unknown_users(asked[codes < 0].to_numpy(), len(asked), fold_in=False)
             codes = codes[codes >= 0]
             blk = np.searchsorted(cuts, codes, side="right") - 1
             starts = np.flatnonzero(np.r_[True, blk[1:] != blk[:-1]]) if len(codes) else []
             for s, e in zip(starts, list(starts[1:]) + [len(codes)], strict=True):
                 b = blk[s]
-                parts.append(fn(blocks[b], self._seen_parts[b], codes[s:e] - cuts[b],
-                                self.user_ids_[codes[s:e]], *args))
+                rows = codes[s:e] - cuts[b]
+                parts.append(fn(blocks[b], self._seen_parts[b], rows,
+                                dask.delayed(operator.getitem)(id_blocks[b], rows), *args))
         if not parts:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
@@ -1752,19 +1896,18 @@ class ALS(BaseEstimator):
         state.pop("_serving", None)
         return state
 
-    def _similar(self, F, ids, index, query, n, col):
-        codes = index.get_indexer(pd.Index(np.atleast_1d(np.asarray(query))))
+    def _similar(self, side, query, n):
+        col = self.user_col if side == "user" else self.item_col
+        codes = self._codes(side, pd.Index(np.atleast_1d(np.asarray(query))))
         codes = codes[codes >= 0]
         if self._on_cluster():
-            side = "user" if F is self.user_factors_ else "item"
             G, twins = self._key(side + "-unit"), self._key(side + "-twins")
-            V = dask.delayed(_take_rows, pure=False)(G, codes)
+            V, ids = dask.delayed(_take_rows, pure=False)(G, codes), self._id_values[side]
         else:
-            G, twins = self._unit_rows(col, F), self._twins(col, F)
-            V = G[codes]
-        rows, cols, scores, rank = self._run(_top_n, V, G, n, exclude=codes, twins=twins)
-        return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
-                             "score": scores, "rank": rank})
+            F = getattr(self, f"{side}_factors_")
+            G, twins = self._unit_rows(side, F), self._twins(side, F)
+            V, ids = G[codes], getattr(self, f"{side}_ids_")
+        return self._run(_similar_frame, V, G, n, codes, twins, ids, col)
 
     @placed
     def similar_items(self, items, n=10):
@@ -1772,15 +1915,13 @@ class ALS(BaseEstimator):
         itself left out).  Columns ``item_col``, ``similar_<item_col>``, ``score``,
         ``rank``; unknown items get no rows."""
         check_is_fitted(self, "item_factors_")
-        return self._similar(self.item_factors_, self.item_ids_, self._item_index, items,
-                             self._check_n(n), self.item_col)
+        return self._similar("item", items, self._check_n(n))
 
     @placed
     def similar_users(self, users, n=10):
         """The ``n`` users nearest each of ``users`` by cosine of their factors."""
         check_is_fitted(self, "user_factors_")
-        return self._similar(self.user_factors_, self.user_ids_, self._user_index, users,
-                             self._check_n(n), self.user_col)
+        return self._similar("user", users, self._check_n(n))
 
     @staticmethod
     def _check_n(n):

@@ -19,6 +19,7 @@ import pytest
 import dmlkit
 from dmlkit._core.checkpoint import CheckpointStore
 from dmlkit.datasets import make_ratings
+from dmlkit.exceptions import DmlkitWarning
 from dmlkit.recommendation import ALS, _als
 
 N_USERS, N_ITEMS = 600, 250
@@ -104,6 +105,30 @@ def test_factors_on_the_cluster_are_the_client_paths_bits(ratings, implicit_rati
     assert len(blocks) > 1
     assert there._seen_indptr is None and len(there._seen_parts) == len(blocks)
     assert_same_factors(here, there)
+    assert_same_ids(here, there)
+
+
+def assert_same_ids(here, there):
+    """The ids stay on the cluster too: dask arrays cut as the factors, with fit's ids."""
+    for side in ("user", "item"):
+        F, ids = getattr(there, f"{side}_factors_"), getattr(there, f"{side}_ids_")
+        assert isinstance(ids, da.Array) and ids.chunks[0] == F.chunks[0]
+        got, want = ids.compute(), getattr(here, f"{side}_ids_")
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def small_state(model, limit):
+    """The names of the model's attributes (here, in the client) that hold an array of
+    ``limit`` elements or more: state proportional to users, items or ratings."""
+    big = []
+    for name, value in vars(model).items():
+        values = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, (list, tuple)) else [value])
+        for v in values:
+            if isinstance(v, (np.ndarray, pd.Index, pd.Series)) and np.size(v) >= limit:
+                big.append(name)
+    return big
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
@@ -127,6 +152,23 @@ def test_serving_on_the_cluster_gives_the_same_answers(ratings, implicit_ratings
     assert here.score(data) == there.score(data)
     same_frame(here.similar_items([1, 2, 3], n=4), there.similar_items([1, 2, 3], n=4))
     same_frame(here.similar_users([1, 2, 3], n=4), there.similar_users([1, 2, 3], n=4))
+
+
+def test_string_ids_are_encoded_on_the_cluster(ratings, with_client):
+    """Ids of another type (strings, sorted as strings) take the same path: counted,
+    sorted and looked up on the cluster, with the client path's codes and answers."""
+    named = ratings.assign(user_id=ratings["user_id"].map(lambda u: f"u{u:04d}",
+                                                          meta=("user_id", object)))
+    here, there = fit_both(named)
+    assert_same_factors(here, there)
+    assert_same_ids(here, there)
+    asked = ["u0005", "u0300", "nobody"]
+    with pytest.warns(DmlkitWarning, match="1 of the 3 users have no factors"):
+        want = here.recommend(asked, n=3)
+    with pytest.warns(DmlkitWarning, match="1 of the 3 users have no factors"):
+        got = there.recommend(asked, n=3)
+    same_frame(want, got)
+    same_frame(here.similar_users(asked, n=2), there.similar_users(asked, n=2))
 
 
 def test_cluster_model_needs_its_cluster(ratings, client):
@@ -161,8 +203,7 @@ def test_partial_fit_on_the_cluster_gives_the_client_paths_bits(ratings, implici
         model.partial_fit_items([5, N_ITEMS + 3], items)
     assert there._on_cluster()
     assert_same_factors(here, there)
-    for name in ("user_ids_", "item_ids_"):
-        np.testing.assert_array_equal(getattr(here, name), getattr(there, name))
+    assert_same_ids(here, there)
     asked = [3, 4, 400, N_USERS + 7, 1, 2, 9]
     same_frame(here.recommend(asked, n=6), there.recommend(asked, n=6))
     same_frame(here.recommend_all(n=3).compute(), there.recommend_all(n=3).compute())
@@ -253,8 +294,8 @@ def test_no_factor_block_comes_to_the_client(ratings, with_client, monkeypatch):
     """The structural half of the client-memory target (the measured half, peak RSS at
     1 GB of factors, is asv_bench/als_scale.py's): during a fit on the cluster path and
     recommend_all, the largest object the client receives from the cluster is smaller
-    than a quarter of one factor block (it is the ids and their counts: 16 bytes a user,
-    against 256 for 64 float32 factors); the client path receives whole blocks."""
+    than a quarter of one factor block, and smaller than the ids of one block (the ids and
+    their counts stay on the cluster too); the client path receives whole blocks."""
     import distributed
     from dask.sizeof import sizeof
 
@@ -288,6 +329,10 @@ def test_no_factor_block_comes_to_the_client(ratings, with_client, monkeypatch):
     assert model._on_cluster() and len(model.user_factors_.chunks[0]) >= 2
     block = block_bytes(model)
     assert there < block / 4
+    # nothing proportional to users or items comes here: a block's ids alone are 8 bytes
+    # a user (the cuts, a few numbers per block, are what the client gets and keeps)
+    assert there < 8 * min(model.user_factors_.chunks[0])
+    assert small_state(model, min(model.user_factors_.chunks[0])) == []
     here, model = largest({}, lambda m: None)  # the same blocks, gathered every half
     assert not model._on_cluster()
     assert here >= block
