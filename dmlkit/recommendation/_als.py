@@ -404,10 +404,10 @@ def _take_rows(F, rows):
     return F[rows]
 
 
-def _candidate_rows(F, rows):
-    """The candidates' factors and their twins (:func:`twin_rows`)."""
-    Fc = F[rows]
-    return Fc, twin_rows(Fc)
+def _with_twins(F):
+    """Factors (the candidates' rows, taken from their blocks) and their twins
+    (:func:`twin_rows`)."""
+    return F, twin_rows(F)
 
 
 def _unit(F):
@@ -417,30 +417,79 @@ def _unit(F):
     return (F / norms[:, None]).astype(F.dtype)
 
 
+def _pair_codes(df, user_index, item_index, user_col, item_col):
+    """Codes of the (user, item) pairs of ``df``; -1 for ids unseen in fit."""
+    return user_index.get_indexer(df[user_col]), item_index.get_indexer(df[item_col])
+
+
 def _predict_partition(df, X, Y, user_index, item_index, user_col, item_col, drop):
-    u = user_index.get_indexer(df[user_col])
-    i = item_index.get_indexer(df[item_col])
+    u, i = _pair_codes(df, user_index, item_index, user_col, item_col)
+    return _predict_rows(X[u], Y[i], u, i, drop)
+
+
+def _predict_pairs(df, Xu, Yi, u, i, drop):
+    return _predict_rows(Xu, Yi, u, i, drop)
+
+
+def _predict_rows(Xu, Yi, u, i, drop):
+    """Predictions of pairs of codes ``u``, ``i`` from their factor rows ``Xu``, ``Yi``
+    (rows of unknown codes are ignored): NaN, or left out with ``drop``."""
     known = (u >= 0) & (i >= 0)
-    pred = np.full(len(df), np.nan, dtype=X.dtype)
-    pred[known] = np.einsum("ij,ij->i", X[u[known]], Y[i[known]])
+    pred = np.full(u.shape[0], np.nan, dtype=Xu.dtype)
+    pred[known] = np.einsum("ij,ij->i", Xu[known], Yi[known])
     return pred[known] if drop else pred
 
 
 def _squared_error_partition(df, X, Y, user_index, item_index, user_col, item_col,
                              rating_col):
+    u, i = _pair_codes(df, user_index, item_index, user_col, item_col)
+    return _squared_error_rows(df, X[u], Y[i], u, i, rating_col)
+
+
+def _squared_error_rows(df, Xu, Yi, u, i, rating_col):
     # (sum of squared errors, pairs scored, non-finite ratings) over the pairs whose ids
     # were both seen in fit, as a one-row frame (so dask sums the partitions' rows)
-    u = user_index.get_indexer(df[user_col])
-    i = item_index.get_indexer(df[item_col])
     known = (u >= 0) & (i >= 0)
     r = _values(df[rating_col])[known]
     ok = np.isfinite(r)
-    u, i = u[known][ok], i[known][ok]
-    e = r[ok] - np.einsum("ij,ij->i", X[u], Y[i]).astype(np.float64)
+    e = r[ok] - np.einsum("ij,ij->i", Xu[known][ok], Yi[known][ok]).astype(np.float64)
     with one_blas_thread():  # the same bits in this process as on a worker
         sse = float(e @ e)
     return pd.DataFrame({"sse": [sse], "n": [int(ok.sum())],
                          "n_bad": [int((~ok).sum())]})
+
+
+def _sum_frames(*frames):
+    return pd.concat(frames).sum()
+
+
+def _by_block(codes, cuts):
+    """The codes ``codes`` (-1: none) grouped by the block of ``cuts`` holding them:
+    (order of the known codes by block, where each block's run starts in it)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    blk = np.searchsorted(cuts, codes, side="right") - 1
+    blk[codes < 0] = -1
+    order = np.argsort(blk, kind="stable")
+    order = order[blk[order] >= 0]
+    return order, np.searchsorted(blk[order], np.arange(len(cuts)))
+
+
+def _block_rows(codes, cuts):
+    """For each block of ``cuts``: the rows (local to the block) that ``codes`` asks."""
+    codes = np.asarray(codes, dtype=np.int64)
+    order, bounds = _by_block(codes, cuts)
+    return tuple(codes[order[a:b]] - cuts[k]
+                 for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)))
+
+
+def _placed_rows(codes, cuts, *taken):
+    """The rows of ``codes`` in their order, from what each block gave for
+    :func:`_block_rows` (rows of unknown codes are zeros)."""
+    order, _ = _by_block(codes, cuts)
+    first = taken[0]
+    out = np.zeros((len(codes), first.shape[1]), dtype=first.dtype)
+    out[order] = np.concatenate(taken)
+    return out
 
 
 def _indptr(counts):
@@ -1309,22 +1358,27 @@ class ALS(BaseEstimator):
         """
         check_is_fitted(self, "user_factors_")
         drop = self.cold_start == "drop"
-        args = (self.user_col, self.item_col, drop)
-        if isinstance(pairs, dd.DataFrame):
-            self._check_pair_columns(pairs)
-            keys = [dask.delayed(v, pure=True) for v in (self._index_or_key("user"),
-                                                         self._index_or_key("item"),
-                                                         self._user_index, self._item_index)]
-            dt = self.user_factors_.dtype
-            out = pairs.map_partitions(lambda df, *a: pd.Series(_predict_partition(df, *a)),
-                                       *keys, *args, meta=pd.Series([], dtype=dt))
-            return out.to_dask_array()
-        if not isinstance(pairs, pd.DataFrame):
+        if not isinstance(pairs, (pd.DataFrame, dd.DataFrame)):
             raise TypeError(f"pairs must be a pandas or dask DataFrame with columns "
                             f"{[self.user_col, self.item_col]}, got {type(pairs).__name__}")
         self._check_pair_columns(pairs)
-        return self._run(_predict_partition, pairs, self._index_or_key("user"),
-                         self._index_or_key("item"), self._user_index, self._item_index, *args)
+        dt = self.user_factors_.dtype
+        if self._on_cluster():  # codes and rows fetched where they are, per partition
+            cols = [self.user_col, self.item_col]
+            if isinstance(pairs, pd.DataFrame):
+                return compute(self._pairs_on_cluster(_predict_pairs, pairs[cols], drop))[0]
+            return da.concatenate([
+                da.from_delayed(self._pairs_on_cluster(_predict_pairs, p, drop),
+                                shape=(np.nan,), dtype=dt)
+                for p in pairs[cols].to_delayed()])
+        args = (self.user_factors_, self.item_factors_, self._user_index, self._item_index,
+                self.user_col, self.item_col, drop)
+        if isinstance(pairs, dd.DataFrame):
+            keys = [dask.delayed(v, pure=True) for v in args[:4]]
+            out = pairs.map_partitions(lambda df, *a: pd.Series(_predict_partition(df, *a)),
+                                       *keys, *args[4:], meta=pd.Series([], dtype=dt))
+            return out.to_dask_array()
+        return _predict_partition(pairs, *args)
 
     def _check_pair_columns(self, df, what="pairs", need=None):
         need = need or [self.user_col, self.item_col]
@@ -1361,18 +1415,22 @@ class ALS(BaseEstimator):
                                   item_col=self.item_col)
         self._check_pair_columns(ratings, "ratings",
                                  [self.user_col, self.item_col, self.rating_col])
-        args = (self._index_or_key("user"), self._index_or_key("item"), self._user_index,
-                self._item_index, self.user_col, self.item_col, self.rating_col)
-        if isinstance(ratings, dd.DataFrame):
-            # one pass where the partitions are: only three numbers per partition return
-            keys = [dask.delayed(a, pure=True) for a in args[:4]]
-            meta = _squared_error_partition(ratings._meta, np.zeros((0, 1)), np.zeros((0, 1)),
-                                            pd.Index([]), pd.Index([]), *args[4:])
-            sums = ratings.map_partitions(_squared_error_partition, *keys, *args[4:],
-                                          meta=meta).sum()
-            (sums,) = compute(sums)
-        else:
-            sums = self._run(_squared_error_partition, ratings, *args).sum()
+        cols = [self.user_col, self.item_col, self.rating_col]
+        args = [self.user_factors_, self.item_factors_, self._user_index, self._item_index]
+        on_cluster = self._on_cluster()
+        if isinstance(ratings, pd.DataFrame) and not on_cluster:  # here, as the model
+            sums = _sum_frames(_squared_error_partition(ratings[cols], *args, *cols))
+        else:  # one pass where the partitions are: three numbers per partition return
+            frames = ([ratings[cols]] if isinstance(ratings, pd.DataFrame)
+                      else ratings[cols].to_delayed())
+            if on_cluster:  # codes and rows fetched where they are
+                parts = [self._pairs_on_cluster(_squared_error_rows, f, self.rating_col)
+                         for f in frames]
+            else:  # the factors enter the graph once
+                args = [dask.delayed(a, pure=True) for a in args]
+                parts = [dask.delayed(_squared_error_partition, pure=True)(f, *args, *cols)
+                         for f in frames]
+            (sums,) = compute(dask.delayed(_sum_frames, pure=True)(*parts))
         if sums["n_bad"] > 0:
             raise ValueError(f"ratings contain {int(sums['n_bad'])} NaN or infinite "
                              f"rating(s) among the pairs to score")
@@ -1409,9 +1467,21 @@ class ALS(BaseEstimator):
         params = dict(reg=float(self.regularization), implicit=bool(self.implicit),
                       alpha=float(self.alpha), cg_steps=int(self.cg_steps),
                       nonnegative=bool(self.nonnegative), solver="cholesky")
-        V = self._run(_solve_task, block, self._index_or_key("item"), None, None, params,
-                      backend, False, False)[0]
+        V = self._solve_against("item", block, None, params, backend)
         return np.asarray(ids), V, (block[0], block[1].astype(np.int32))
+
+    def _solve_against(self, other, block, start, params, backend):
+        """Factors of the rows of ``block`` (columns: codes of ``other``), ``other``'s
+        factors fixed: solved here, against the factors here or (on the cluster path)
+        against only the rows rated, fetched from their blocks, with YᵀY from the
+        blocks' shares."""
+        F = getattr(self, f"{other}_factors_")
+        if not self._on_cluster():
+            return _solve_task(block, F, start, None, params, backend, False, False)[0]
+        rated = np.unique(block[1])
+        Y, YtY = compute(F[rated], self._key(f"{other}-gram") if self.implicit else None)
+        local = (block[0], np.searchsorted(rated, block[1]).astype(block[1].dtype), block[2])
+        return _solve_task(local, Y, start, YtY, params, backend, False, False)[0]
 
     # ------------------------------------------------------------------ partial fit
     @placed
@@ -1498,18 +1568,11 @@ class ALS(BaseEstimator):
             start = np.zeros((len(ids), own.shape[1]), dtype=own.dtype)
             start[~new] = compute(own[codes[~new]])[0] if remote else own[codes[~new]]
         backend = backend_of(_ratings_meta(df, rating_col or col[side]))
-        if remote:  # only the rows rated come here, and YᵀY from the blocks' shares
-            rated = np.unique(block[1])
-            Y, YtY = compute(getattr(self, f"{other}_factors_")[rated],
-                             self._key(f"{other}-gram") if self.implicit else None)
-            local = (block[0], np.searchsorted(rated, block[1]).astype(block[1].dtype),
-                     block[2])
-            V = _solve_task(local, Y, start, YtY, params, backend, False, False)[0]
-            V = V.astype(own.dtype, copy=False)
+        V = self._solve_against(other, block, start, params, backend)
+        V = V.astype(own.dtype, copy=False)
+        if remote:  # rows replaced in the blocks that hold them
             self._replace_rows_on_cluster(side, ids, codes, V, block)
             return self
-        V = _solve_task(block, getattr(self, f"{other}_factors_"), start, None, params,
-                        backend, False, False)[0].astype(own.dtype, copy=False)
         F = np.concatenate([own, V[new]])
         F[codes[~new]] = V[~new]
         pos = codes.copy()
@@ -1620,7 +1683,8 @@ class ALS(BaseEstimator):
             if cand is None:
                 return (self._key("item"), self._id_values["item"], self._key("item-twins"),
                         None, banned)
-            both = dask.delayed(_candidate_rows, pure=False, nout=2)(self._key("item"), cand)
+            # only the candidates' rows, from the blocks that hold them
+            both = dask.delayed(_with_twins, pure=False, nout=2)(self.item_factors_[cand])
             ids = dask.delayed(operator.getitem, pure=False)(self._id_values["item"], cand)
             return both[0], ids, both[1], cand, None
         if cand is None:
@@ -1785,10 +1849,6 @@ class ALS(BaseEstimator):
                 "use it with that cluster's Client active")
         return client
 
-    def _index_or_key(self, side):
-        """A side's whole factors: the array here, or a future on the cluster."""
-        return self._key(side) if self._on_cluster() else getattr(self, f"{side}_factors_")
-
     def _codes(self, side, ids):
         """Codes of ``ids`` (-1 for ids unseen in fit), from the index here or on the
         cluster (only the asked ids travel)."""
@@ -1803,6 +1863,24 @@ class ALS(BaseEstimator):
         if isinstance(index, pd.Index):
             return _lookup(index, ids)
         return self._run(_lookup, index, ids)
+
+    def _rows_at(self, side, codes):
+        """A Delayed of the factor rows of ``codes`` (a Delayed: codes computed on the
+        cluster), each taken from the block that holds it: only those rows travel."""
+        F = getattr(self, f"{side}_factors_")
+        blocks, cuts = F.to_delayed().ravel(), _cuts(F)
+        wanted = dask.delayed(_block_rows, nout=len(blocks), pure=True)(codes, cuts)
+        taken = [dask.delayed(_take_rows, pure=True)(blocks[b], wanted[b])
+                 for b in range(len(blocks))]
+        return dask.delayed(_placed_rows, pure=True)(codes, cuts, *taken)
+
+    def _pairs_on_cluster(self, fn, df, *args):
+        """Delayed ``fn(df, X[u], Y[i], u, i, *args)`` for one frame of pairs: codes looked
+        up where the ids are, and only the factor rows the pairs name fetched."""
+        u, i = dask.delayed(_pair_codes, nout=2, pure=True)(
+            df, self._user_index, self._item_index, self.user_col, self.item_col)
+        return dask.delayed(fn, pure=True)(df, self._rows_at("user", u),
+                                           self._rows_at("item", i), u, i, *args)
 
     def _run(self, fn, *args, **kwargs):
         """``fn(*args)`` here, or as a task on the cluster where the factors are (any

@@ -154,6 +154,25 @@ def test_serving_on_the_cluster_gives_the_same_answers(ratings, implicit_ratings
     same_frame(here.similar_users([1, 2, 3], n=4), there.similar_users([1, 2, 3], n=4))
 
 
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_pairs_fetch_only_their_rows(ratings, implicit_ratings, with_client, implicit):
+    """predict, score and recommend's fold-in take the factor rows their pairs name from
+    the blocks that hold them: no side is ever concatenated on a worker for them."""
+    import copy
+
+    data = implicit_ratings if implicit else ratings
+    here, there = fit_both(data, **({"implicit": True} if implicit else {}))
+    there = copy.copy(there)
+    there.__dict__.pop("_serving", None)
+    local = data.compute()
+    np.testing.assert_array_equal(here.predict(data).compute(), there.predict(data).compute())
+    assert here.score(data) == there.score(data)
+    folded = local[local["user_id"].isin([5, 17])]
+    there.partial_fit_items([5], local[local["item_id"] == 5])
+    there.recommend([5, 17], n=3, ratings=folded, items=[1, 2, 3])
+    assert not {"user", "item", "user-unit", "item-unit"} & set(vars(there).get("_serving", {}))
+
+
 def test_string_ids_are_encoded_on_the_cluster(ratings, with_client):
     """Ids of another type (strings, sorted as strings) take the same path: counted,
     sorted and looked up on the cluster, with the client path's codes and answers."""
