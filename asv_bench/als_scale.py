@@ -17,10 +17,17 @@ Reported per worker count:
   process holds the LocalCluster's scheduler too), the rise as a share of the factors;
 - the worker processes' peak RSS (each, and together).
 
-Example (the issue's scale run and client-memory run)::
+With ``--parquet DIR`` the ratings are written there as parquet once (by the workers)
+and the fit reads them from disk with selected columns instead (out-of-core: with
+``--memory-limit`` below the ratings' size, the blocks the fit lays out are spilled to
+the workers' disks, and the workers' spilled bytes, pauses and restarts are reported).
+
+Example (the issue's scale run, client-memory run and out-of-core run)::
 
     python asv_bench/als_scale.py --users 5000000 --ratings 50000000 --workers 1,2
     python asv_bench/als_scale.py --users 4000000 --ratings 8000000 --workers 2
+    python asv_bench/als_scale.py --users 2000000 --items 20000 --ratings 120000000 \
+        --factors 16 --workers 1 --memory-limit 1GiB --parquet /tmp/ratings --no-recommend
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--state", choices=("cluster", "client"), default="cluster",
                    help="where the factors stay between half-iterations")
     p.add_argument("--no-recommend", action="store_true", help="skip recommend_all")
+    p.add_argument("--parquet", default=None,
+                   help="read the ratings from parquet in this folder (written once)")
     return p.parse_args(argv)
 
 
@@ -116,14 +125,18 @@ def run(args, n_workers):
                       dashboard_address=None, silence_logs=logging.ERROR) as lc, \
             Client(lc) as client, dmlkit.config_context(local_fit_bytes=0, **state):
         t0 = time.perf_counter()
-        ratings = make_ratings(args.users, args.items, args.ratings, implicit=implicit,
-                               random_state=0)
-        ratings = client.persist(ratings)
-        from distributed import wait
+        if args.parquet:
+            ratings = on_disk(args, implicit, client)
+        else:
+            ratings = make_ratings(args.users, args.items, args.ratings, implicit=implicit,
+                                   random_state=0)
+            ratings = client.persist(ratings)
+            from distributed import wait
 
-        wait(ratings)
-        print(f"ratings generated and persisted on the workers in "
-              f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+            wait(ratings)
+            print(f"ratings generated and persisted on the workers in "
+                  f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
+        watch = SchedulerWatch(client)
 
         def als(n):
             return dmlkit.ALS(factors=args.factors, iterations=n, implicit=implicit,
@@ -144,6 +157,7 @@ def run(args, n_workers):
         print(f"fit(1) {t1:.1f}s  fit({args.iterations}) {tn:.1f}s  -> {spi:.2f} s/iteration "
               f"(factors on the cluster: {on_cluster})", flush=True)
         report("fit", mem, factor_bytes)
+        watch.report()
         out = {"workers": n_workers, "s/iter": spi, "fit1": t1, "fitN": tn,
                "client_rise_fit": mem.peak - mem.start,
                "workers_peak_fit": max(mem.children.values(), default=0)}
@@ -159,6 +173,61 @@ def run(args, n_workers):
             out["client_rise_recommend"] = mem.peak - mem.start
         del model
     return out
+
+
+def on_disk(args, implicit, client):
+    """The ratings as parquet in ``args.parquet`` (written by the workers if absent),
+    read back lazily with selected columns."""
+    import os
+
+    import dask.dataframe as dd
+    from dmlkit.datasets import make_ratings
+
+    if not os.path.exists(os.path.join(args.parquet, "_done")):
+        t0 = time.perf_counter()
+        n_parts = max(1, args.ratings // 2_000_000)
+        make_ratings(args.users, args.items, args.ratings, implicit=implicit,
+                     npartitions=n_parts, random_state=0).to_parquet(args.parquet)
+        open(os.path.join(args.parquet, "_done"), "w").close()
+        print(f"ratings written to {args.parquet} in {time.perf_counter() - t0:.1f}s",
+              flush=True)
+    ratings = dd.read_parquet(args.parquet, columns=["user_id", "item_id", "rating"])
+    (size,) = client.compute([ratings.memory_usage(deep=True).sum()], sync=True)
+    limits = [w["memory_limit"] for w in client.scheduler_info(n_workers=-1)["workers"]
+              .values()]
+    print(f"ratings on disk: {mib(size):,.0f} MiB in memory, {ratings.npartitions} "
+          f"partitions; workers' memory limits {', '.join(f'{mib(m):,.0f}' for m in limits)}"
+          f" MiB ({size / sum(limits):.1f}x)", flush=True)
+    return ratings
+
+
+def _workers_memory(dask_scheduler=None):
+    return {a: (ws.memory.process, ws.memory.spilled, ws.status.name)
+            for a, ws in dask_scheduler.workers.items()}
+
+
+class SchedulerWatch:
+    """Spilled bytes, pauses and restarts of the workers, polled from the scheduler."""
+
+    def __init__(self, client, interval=0.1):
+        self.client, self.spilled, self.statuses = client, 0, set()
+        self.pids = client.run(__import__("os").getpid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            with contextlib.suppress(Exception):
+                for _, spilled, status in self.client.run_on_scheduler(
+                        _workers_memory).values():
+                    self.spilled = max(self.spilled, spilled)
+                    self.statuses.add(status)
+
+    def report(self):
+        restarted = self.client.run(__import__("os").getpid) != self.pids
+        print(f"  workers: most spilled to disk {mib(self.spilled):,.0f} MiB; states seen "
+              f"{sorted(self.statuses)}; restarted: {restarted}", flush=True)
 
 
 def report(what, mem, factor_bytes):

@@ -20,12 +20,19 @@ with the data.  64 features: the same bytes as 16 features in a quarter of the r
 the work done per row (k-means|| sampling keys, SGD's per-row updates, label counts)
 takes about a quarter less worker time; the bytes streamed, which this test is about,
 are the same.
+
+ALS reads 6M ratings (144 MiB) from parquet with selected columns on the same worker,
+its factors kept there: it must lay out blocks sized to the worker's memory (before, one
+block a side of 72 MB ran 1 GiB workers out of memory) and give the in-memory fit's
+bits.  The run at three times the worker's memory (134M ratings) is
+``asv_bench/als_scale.py --parquet``'s: minutes, not a test.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -193,10 +200,11 @@ def ooc_fit(tmp_path_factory):
                 w3, e3, m3, t3 = _watched_fit(client, glm, X, y)
             glm_run = SimpleNamespace(watcher=w3, error=e3, messages=m3, t_fit=t3, est=glm,
                                       X=X, y=y)
+            als_run = _als_from_parquet(client, folder)
             info = client.scheduler_info(n_workers=-1)["workers"]
             res = SimpleNamespace(
                 X=X, y=y, km=km, error=error, watcher=watcher, messages=messages, sgd=sgd_run,
-                glm=glm_run,
+                glm=glm_run, als=als_run,
                 total_memory=total_memory, t_write=t_write, t_fit=t_fit,
                 before=before, after={a: (w["id"], w["name"]) for a, w in info.items()},
                 pids=pids, pids_after=client.run(os.getpid),
@@ -298,3 +306,59 @@ def test_logistic_regression_streams_data_three_times_cluster_memory(ooc_fit):
     print(f"\nLogisticRegression, 1 iteration ({est.n_passes_} passes) streamed: "
           f"{ooc_fit.glm.t_fit:.1f}s; peak worker process memory "
           f"{ooc_fit.glm.watcher.max_process / 2**20:.0f} MiB")
+
+
+ALS_RATINGS = 6_000_000  # 144 MiB in memory; its two block layouts 137 MiB
+
+
+def _als_from_parquet(client, folder):
+    """ALS from ratings in parquet read with selected columns, on the fixture's 1 GiB
+    worker, its factors kept there: the blocks it lays out are sized to the worker's
+    memory (one 72 MB block per side ran 1 GiB workers out of memory before)."""
+    import dask.dataframe as dd
+
+    import dmlkit
+    from dmlkit.datasets import make_ratings
+
+    path = str(folder / "ratings")
+    with dask.config.set(scheduler="threads"):
+        make_ratings(100_000, 5_000, ALS_RATINGS, implicit=True, npartitions=6,
+                     random_state=0).to_parquet(path)
+    ratings = dd.read_parquet(path, columns=["user_id", "item_id", "rating"])
+
+    def als(n_iter=2):
+        return dmlkit.ALS(factors=8, iterations=n_iter, implicit=True, random_state=0)
+
+    est = als()
+    with dmlkit.config_context(driver_state_bytes=0):
+        with client.as_current():  # numba's ALS kernels compiled on the worker first
+            als(1).fit(ratings.partitions[0].head(1000, compute=False))
+        watcher, error, messages, t_fit = _watched_fit(client, est, ratings)
+    factors = ref = None
+    if error is None:
+        factors = client.compute(est.user_factors_).result()
+        with dask.config.set(scheduler="threads"):  # the same data in this process
+            ref = als().fit(ratings)
+    return SimpleNamespace(watcher=watcher, error=error, messages=messages, t_fit=t_fit,
+                           factors=factors, ref=ref)
+
+
+def test_als_from_parquet_fits_a_small_worker(ooc_fit):
+    """ALS lays out blocks a 1 GiB worker can build and hold (spilled if need be), with
+    the in-memory fit's bits."""
+    run = ooc_fit.als
+    assert run.error is None, run.error
+    laid_out = [re.search(r" in (\d+) \+ \d+ blocks", m) for m in run.messages]
+    laid_out = [m for m in laid_out if m]
+    assert laid_out, run.messages
+    n_blocks = int(laid_out[0].group(1))
+    # 12 bytes a rating at most 1/32 of the worker's memory per block
+    assert n_blocks >= 12 * ALS_RATINGS / (WORKER_MEMORY / 32), laid_out
+    w = run.watcher
+    assert w.statuses == {"running"}, w.statuses
+    assert w.max_process < 0.95 * WORKER_MEMORY
+    assert ooc_fit.after == ooc_fit.before and ooc_fit.pids_after == ooc_fit.pids
+    assert run.factors.tobytes() == run.ref.user_factors_.tobytes()
+    print(f"\nALS, 2 iterations from parquet ({ALS_RATINGS:,} ratings, {n_blocks} blocks a "
+          f"side): {run.t_fit:.1f}s; peak worker process memory {w.max_process / 2**20:.0f} "
+          f"MiB, spilled {w.max_spilled / 2**20:.0f} MiB")

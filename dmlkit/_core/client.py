@@ -204,6 +204,20 @@ def total_threads(client) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
 
+def memory_per_thread(client) -> int:
+    """The smallest worker's memory limit per thread in bytes (what one task may use at
+    most), or this machine's available memory per local thread without a cluster."""
+    if client is not None:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        per = [int(w.get("memory_limit") or 0) // max(1, int(w.get("nthreads", 1)))
+               for w in workers]
+        if per and all(per):
+            return min(per)
+    import psutil
+
+    return int(psutil.virtual_memory().available) // total_threads(client)
+
+
 def total_memory(client) -> int:
     """Memory of the whole cluster in bytes (workers' limits), or this machine's available."""
     if client is not None:

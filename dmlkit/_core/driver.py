@@ -24,6 +24,7 @@ from dmlkit._core.client import (
     compute,
     get_client_or_none,
     local_scheduler,
+    memory_per_thread,
     scheduler_loss,
     solve_here,
     total_memory,
@@ -132,6 +133,14 @@ class Driver:
 
     def total_threads(self) -> int:
         return total_threads(self.client)
+
+    def block_bytes(self, build_factor) -> float:
+        """Bytes per block a family that builds its own blocks aims at: the
+        ``block-size`` setting, or less on workers whose memory per thread is under
+        ``build_factor`` times it (building a block takes that many times its bytes at
+        its peak, and a worker also holds its imports and other blocks)."""
+        size = dask.utils.parse_bytes(get_config("block-size"))
+        return min(size, memory_per_thread(self.client) / build_factor)
 
     def _persist(self, *arrays):
         """Persist the non-None arrays together; returns them in the same positions."""

@@ -83,6 +83,11 @@ INIT_ROWS = 1 << 16  # rows per random stream of the starting factors
 # on the cluster path, a side's factors up to this size go whole to every worker solving
 # the other side (one transfer per worker); a larger side is routed: each block gets
 # only the rows it rates (Spark MLlib's in/out blocks)
+# a block's peak while it is built (the shuffle's pieces concatenated, sorted, laid out as
+# CSR) over its BYTES_PER_RATING size, with room for what a worker holds besides: blocks
+# of 1/32 of a worker's memory per thread kept 1 GiB workers alive (8M ratings: peak
+# process 705 MiB, 268 MiB spilled), where one block of 96 MB ran them out of memory
+BLOCK_BUILD_FACTOR = 32
 WHOLE_SIDE_BYTES = 256 << 20
 
 
@@ -950,9 +955,10 @@ class ALS(BaseEstimator):
 
         driver = loop.driver
         # block ranges: about equal ratings per block, at least one block per thread
+        # (smaller on workers with little memory per thread: see BLOCK_BUILD_FACTOR)
         n_blocks = max(driver.total_threads(),
                        math.ceil(BYTES_PER_RATING * n_ratings
-                                 / dask.utils.parse_bytes(get_config("block-size"))))
+                                 / driver.block_bytes(BLOCK_BUILD_FACTOR)))
         first = (self._first_side(n_users, n_items, self.implicit)
                  if self.solve_order == "auto" else self.solve_order[:-1])
         # where the factors live between half-iterations: here, or (too big for this
