@@ -133,7 +133,8 @@ def run_child(args):
                 print(f"[{system}] {label}, {mode}: prepared and warmed in "
                       f"{time.perf_counter() - t0:.1f}s (not timed)", flush=True)
                 rec = {"system": system, "data": label, "mode": mode, "t1": [], "tN": [],
-                       "peak": [], "start": [], "other": [], "own": []}
+                       "peak": [], "start": [], "other": [], "own": [], "gc": []}
+                gc_seconds = getattr(runner, "gc_seconds", None)  # Spark's JVM
                 model = None
                 for r in range(args.repeats):
                     model = None
@@ -142,10 +143,13 @@ def run_child(args):
                     runner.fit(1)
                     t1 = timer() - t
                     gc.collect()
+                    gc0 = gc_seconds() if gc_seconds else None
                     with ResourceMonitor() as mon:
                         t = timer()
                         model = runner.fit(args.iterations)
                         tn = timer() - t
+                    jvm_gc = gc_seconds() - gc0 if gc_seconds else None
+                    rec["gc"].append(jvm_gc)
                     rec["t1"].append(t1)
                     rec["tN"].append(tn)
                     rec["peak"].append(mon.peak)
@@ -156,7 +160,8 @@ def run_child(args):
                           f"fit({args.iterations}) {tn:8.3f}s  -> "
                           f"{(tn - t1) / (args.iterations - 1):7.3f} s/iteration  peak RSS "
                           f"{mon.peak / 2**20:6.0f} MiB (+{(mon.peak - mon.start) / 2**20:.0f})"
-                          f"  other CPU {mon.other_cpu:.2f}  own CPU {mon.own_cpu:.2f}",
+                          f"  other CPU {mon.other_cpu:.2f}  own CPU {mon.own_cpu:.2f}"
+                          + ("" if jvm_gc is None else f"  JVM GC {jvm_gc:.2f}s"),
                           flush=True)
                 U, V = runner.factors(model)
                 if mode == "explicit" and system == "implicit":

@@ -1,5 +1,5 @@
 """Full-batch logistic regression to the optimum: dmlkit against scikit-learn's lbfgs,
-scikit-learn-intelex and dask-ml, in one run.
+scikit-learn-intelex, dask-ml and Spark MLlib, in one run.
 
     .venv/bin/python asv_bench/compare_glm.py                      # 2,000,000 x 50 float64
     .venv/bin/python asv_bench/compare_glm.py --text --rows 1000000  # hashed text (CSR)
@@ -36,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--systems", default=",".join(glm.SYSTEMS))
     p.add_argument("--skip", default="")
     p.add_argument("--data-dir", default=None, help="where the generated data is cached")
+    p.add_argument("--spark-memory", default="8g", help="spark.driver.memory (spark)")
     p.add_argument("--text", action="store_true",
                    help="sparse hashed text (CSR; the systems that take it)")
     args = p.parse_args(argv)
@@ -51,7 +52,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.data_dir:
         os.environ["DMLKIT_BENCH_DATA"] = args.data_dir
-    compare.print_versions(extra=("sklearnex", "dask_ml"))
+    compare.print_versions(extra=("sklearnex", "pyspark"), java="spark" in args.systems)
     if args.text:
         d = text.text(args.rows, 10_000, block_rows=args.block_rows)
     else:
@@ -68,11 +69,14 @@ def main(argv=None):
 
     def info(name, model):
         gap = (glm.objective(model, X, y, args.C) - f_star) / abs(f_star)
-        return {"gap": f"{gap:.1e}", "n_iter": int(max(getattr(model, "n_iter_", [-1]) or [-1])),
-                "passes": getattr(model, "n_passes_", "")}
+        out = {"gap": f"{gap:.1e}", "n_iter": int(max(getattr(model, "n_iter_", [-1]) or [-1])),
+               "passes": getattr(model, "n_passes_", "")}
+        if hasattr(model, "jvm_gc_s_"):  # Spark: the JVM's garbage collection in the fit
+            out["jvm_gc_s"] = f"{model.jvm_gc_s_:.2f}"
+        return out
 
-    with compare.Comparison(glm.SYSTEMS, args.systems, glm.GLMSettings(args.C, args.tol),
-                            d, info=info) as c:
+    settings = glm.GLMSettings(args.C, args.tol, spark_memory=args.spark_memory)
+    with compare.Comparison(glm.SYSTEMS, args.systems, settings, d, info=info) as c:
         for name, runner in c.runners.items():
             if runner.uses_cluster:
                 print(f"{name}: blocks per worker "
@@ -82,7 +86,7 @@ def main(argv=None):
     print(f"\nfastest fit of each system ({args.repeats} interleaved round(s)):")
     times = compare.summary(results, glm.SYSTEMS, stat="min")
     print()
-    for ref in ("sklearn", "sklearnex", "dask-ml"):
+    for ref in ("sklearn", "sklearnex", "dask-ml", "spark"):
         for n in ("dmlkit-threads", "dmlkit-localcluster"):
             if ref in times and n in times:
                 print(f"{n:<20} / {ref:<10}: {times[n] / times[ref]:.2f}x time")

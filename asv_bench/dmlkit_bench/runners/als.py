@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import shutil
 import warnings
 
 import numpy as np
 
 from ..ratings import ALS_SEED, align
 from ..settings import ALS_ALPHA, ALS_FACTORS, ALS_ITERS, ALS_REG, SPARK_MEMORY
+from ..spark import jvm_gc_seconds, spark_missing, start_spark, stop_spark
 from .base import Runner, make_runner
 
 
@@ -178,10 +177,13 @@ class DmlkitClusterState(DmlkitLocalCluster):
         return stack
 
     def factors(self, model):
+        def get(a):  # a dask array (kept on the workers: needs the client) or numpy
+            return a.compute() if hasattr(a, "compute") else np.asarray(a)
+
         with self.cluster.as_current():
-            U, V = model.user_factors_.compute(), model.item_factors_.compute()
-        return (align(model.user_ids_, U, self.data.user_ids),
-                align(model.item_ids_, V, self.data.item_ids))
+            U, V = get(model.user_factors_), get(model.item_factors_)
+            uid, iid = get(model.user_ids_), get(model.item_ids_)
+        return align(uid, U, self.data.user_ids), align(iid, V, self.data.item_ids)
 
 
 class Implicit(_ALSRunner):
@@ -235,39 +237,6 @@ class Implicit(_ALSRunner):
         return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
-def spark_missing():
-    """Why Spark cannot run here (a message), or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("pyspark") is None:
-        return "pyspark is not installed (pip install pyspark)"
-    java_home = os.environ.get("JAVA_HOME")
-    if not (java_home and os.path.exists(os.path.join(java_home, "bin", "java"))) \
-            and shutil.which("java") is None:
-        return "no Java runtime found (java on PATH or JAVA_HOME)"
-    return None
-
-
-def start_spark(memory=SPARK_MEMORY, cores=2):
-    """A ``local[cores]`` SparkSession (the JVM starts here); raises NotImplementedError
-    without pyspark or Java."""
-    why = spark_missing()
-    if why:
-        raise NotImplementedError(f"Spark skipped: {why}")
-    warnings.filterwarnings("ignore", module="pyspark")
-    warnings.filterwarnings("ignore", message=".*PySpark does not yet fully support.*")
-    from pyspark.sql import SparkSession
-
-    spark = (SparkSession.builder.master(f"local[{cores}]").appName("dmlkit-bench-als")
-             .config("spark.driver.memory", memory)
-             .config("spark.ui.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 class Spark(_ALSRunner):
     """Spark MLlib's ALS on ``local[2]``; ``fit`` is eager (the factors are computed and
     counted inside it)."""
@@ -281,7 +250,7 @@ class Spark(_ALSRunner):
 
     def __init__(self, settings=None, cluster=None):
         super().__init__(settings, cluster)
-        self.spark = start_spark(self.s.spark_memory)
+        self.spark = start_spark(self.s.spark_memory, app="dmlkit-bench-als")
 
     def estimator(self, n_iter=None, **params):
         from pyspark.ml.recommendation import ALS
@@ -322,22 +291,13 @@ class Spark(_ALSRunner):
             self.X.unpersist()
         super().release()
 
+    def gc_seconds(self):
+        """The JVM's garbage collection time so far (seconds)."""
+        return jvm_gc_seconds(self.spark)
+
     def close(self):
         super().close()
-        with contextlib.suppress(Exception):
-            self.spark.stop()
-        # The JVM exits when its stdin closes; wait for it, so that it neither outlives
-        # this benchmark (memory) nor writes into the next one's output.
-        with contextlib.suppress(Exception):
-            from pyspark import SparkContext
-
-            gateway = SparkContext._gateway
-            proc = getattr(gateway, "proc", None)
-            gateway.shutdown()
-            SparkContext._gateway = SparkContext._jvm = None
-            if proc is not None:
-                proc.stdin.close()
-                proc.wait(timeout=60)
+        stop_spark(self.spark)
 
 
 SYSTEMS = {r.name: r for r in (DmlkitThreads, DmlkitLocalCluster, DmlkitClusterState,
