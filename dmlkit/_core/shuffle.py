@@ -42,20 +42,19 @@ def balanced_cuts(counts, n_blocks):
     return np.concatenate([[0], cuts, [n]]).astype(np.int64)
 
 
-def _split(triples, row_cuts, col_cuts):
-    # One source partition's triples cut by row ranges and by column ranges.
+def _split(triples, cuts, side):
+    # One source partition's triples cut by the row ranges (side 0) or the column ranges
+    # (side 1): one task per layout, so each layout's pieces are freed once its blocks
+    # are built, not when both layouts' are
     rows, cols, vals = triples
-    out = []
-    for keys, cuts in ((rows, row_cuts), (cols, col_cuts)):
-        which = np.searchsorted(cuts, keys, side="right") - 1
-        order = np.argsort(which, kind="stable")
-        bounds = np.searchsorted(which[order], np.arange(len(cuts)))
-        pieces = []
-        for b in range(len(cuts) - 1):
-            sel = order[bounds[b]:bounds[b + 1]]
-            pieces.append((rows[sel], cols[sel], vals[sel]))
-        out.append(pieces)
-    return out
+    which = np.searchsorted(cuts, rows if side == 0 else cols, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(cuts)))
+    pieces = []
+    for b in range(len(cuts) - 1):
+        sel = order[bounds[b]:bounds[b + 1]]
+        pieces.append((rows[sel], cols[sel], vals[sel]))
+    return tuple(pieces)
 
 
 def _merge_duplicates(major, minor, vals, duplicates, names):
@@ -104,23 +103,23 @@ def build_block(start, stop, transpose, duplicates, *pieces):
 def shuffle_to_blocks(parts, row_cuts, col_cuts, *, duplicates="sum", name="dmlkit-shuffle"):
     """Lazy row-layout and column-layout CSR blocks of the triples in ``parts``.
 
-    ``parts`` are Delayed objects each giving ``(rows, cols, vals)`` (int64, int64,
-    float64) of one source partition; ``row_cuts`` / ``col_cuts`` the boundaries of the
+    ``parts`` are Delayed objects each giving ``(rows, cols, vals)`` (integers, int32 or
+    int64, and float64) of one source partition; ``row_cuts`` / ``col_cuts`` the boundaries of the
     blocks' id ranges.  Returns two lists of Delayed ``(indptr, indices, data)`` blocks.
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     row_cuts = np.asarray(row_cuts, dtype=np.int64)
     col_cuts = np.asarray(col_cuts, dtype=np.int64)
-    split = dask.delayed(_split, nout=2, pure=True)
-    split_parts = [split(p, row_cuts, col_cuts, dask_key_name=f"{name}-split-{j}")
-                   for j, p in enumerate(parts)]
     build = dask.delayed(build_block, pure=True)
     layouts = []
     for side, cuts in ((0, row_cuts), (1, col_cuts)):
+        split = dask.delayed(_split, nout=len(cuts) - 1, pure=True)
+        split_parts = [split(p, cuts, side, dask_key_name=f"{name}-split-{'rc'[side]}-{j}")
+                       for j, p in enumerate(parts)]
         blocks = []
         for b in range(len(cuts) - 1):
-            pieces = [s[side][b] for s in split_parts]
+            pieces = [s[b] for s in split_parts]
             blocks.append(build(int(cuts[b]), int(cuts[b + 1]), bool(side), duplicates,
                                 *pieces, dask_key_name=f"{name}-{'rc'[side]}-{b}"))
         layouts.append(blocks)
