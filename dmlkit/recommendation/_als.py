@@ -335,8 +335,9 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=Non
             lo, hi = seen_indptr[s], seen_indptr[e]
             rows = np.repeat(np.arange(e - s), np.diff(seen_indptr[s:e + 1]))
             S[rows, seen_indices[lo:hi]] = -np.inf
-        if exclude is not None:
-            S[np.arange(e - s), exclude[s:e]] = -np.inf
+        if exclude is not None:  # -1: nothing left out of that row
+            ok = exclude[s:e] >= 0
+            S[np.arange(e - s)[ok], exclude[s:e][ok]] = -np.inf
         if banned is not None:
             S[:, banned] = -np.inf
         cols, sc, counts = top_n_rows(S, n)
@@ -351,6 +352,70 @@ def _top_n(V, Y, n, seen_indptr=None, seen_indices=None, exclude=None, twins=Non
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(rows.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, rows.shape[0]]))
     return rows, cols, scores, rank + 1
+
+
+def _rank_block(V, seen, exclude, Y, lo, n, cand, banned):
+    """The best ``n`` of one block of ``Y`` (global rows ``lo``...) for each row of ``V``,
+    as :func:`_top_n` ranks the whole matrix: ``seen`` (indptr, indices) and ``exclude``
+    (one code a row, -1: none) in global codes, ``cand`` (sorted global codes: only
+    those ranked) and ``banned`` (global codes left out) or None.  Returns flat (rows,
+    global codes, scores) for :func:`_merge_ranked`."""
+    hi = lo + Y.shape[0]
+    cols = np.arange(lo, hi) if cand is None else cand[(cand >= lo) & (cand < hi)]
+    Yb = Y if cand is None else Y[cols - lo]
+    if Yb.shape[0] == 0:  # no candidate here
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, Y.dtype)
+    ptr = idx = None
+    if seen is not None:  # this block's columns of the seen pairs, as positions in Yb
+        ptr, idx = seen
+        pos = np.searchsorted(cols, idx)
+        ok = (pos < cols.shape[0]) & (cols[np.minimum(pos, cols.shape[0] - 1)] == idx)
+        rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
+        ptr = _indptr(np.bincount(rows[ok], minlength=ptr.shape[0] - 1))
+        idx = pos[ok]
+    if exclude is not None:
+        pos = np.searchsorted(cols, exclude)
+        hit = (exclude >= 0) & (pos < cols.shape[0])
+        hit[hit] = cols[pos[hit]] == exclude[hit]
+        exclude = np.where(hit, pos, -1)
+    if banned is not None:
+        banned = np.searchsorted(cols, banned[np.isin(banned, cols)])
+    rows, c, scores, _ = _top_n(V, Yb, n, ptr, idx, exclude, twin_rows(Yb), banned)
+    return rows, cols[c], scores
+
+
+def _merge_ranked(n, *ranked):
+    """Each row's best ``n`` of the blocks' :func:`_rank_block` lists, ties to the lower
+    code (as :func:`_top_n` on the whole matrix): flat (row, code, score, rank)."""
+    rows, codes, scores = (np.concatenate([r[j] for r in ranked]) for j in range(3))
+    order = np.lexsort((codes, -scores, rows))
+    rows, codes, scores = rows[order], codes[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if rows.size else rows
+    rank = np.arange(rows.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, rows.shape[0]]))
+    keep = rank < n
+    return rows[keep], codes[keep], scores[keep], rank[keep] + 1
+
+
+def _ranked_frame(ids, item_ids, n, user_col, item_col, *ranked):
+    """``recommend``'s frame from the blocks' ranked lists (``ids``: the rows' ids)."""
+    rows, codes, scores, rank = _merge_ranked(n, *ranked)
+    return pd.DataFrame({user_col: ids[rows], item_col: item_ids[codes], "score": scores,
+                         "rank": rank})
+
+
+def _similar_ranked(codes, ids, n, col, *ranked):
+    rows, cols, scores, rank = _merge_ranked(n, *ranked)
+    return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
+                         "score": scores, "rank": rank})
+
+
+def _partition_rows(X, part, rows, filter_seen):
+    """(factors, seen (indptr, indices) or None) of the rows ``rows`` (None: all) of one
+    user block and its seen part."""
+    seen = (_indptr(part[0]), part[1]) if filter_seen else None
+    if rows is None:
+        return X, seen
+    return X[rows], (_csr_take(*seen, rows) if filter_seen else None)
 
 
 def _similar_frame(V, G, n, codes, twins, ids, col):
@@ -1690,6 +1755,8 @@ class ALS(BaseEstimator):
                                      "item is left to recommend")
             elif banned.shape[0] == 0:
                 banned = None
+        if self._blockwise("item"):  # ranked block by block (_rank_tasks)
+            return None, self._id_values["item"], None, cand, banned
         if self._on_cluster():  # tasks on the whole item factors, where they are
             if cand is None:
                 return (self._key("item"), self._id_values["item"], self._key("item-twins"),
@@ -1764,8 +1831,14 @@ class ALS(BaseEstimator):
         V, ids = V[order], ids[order]
         if filter_seen:
             ptr, indices = _csr_take(ptr, indices, order)
-            if cand is not None:
-                ptr, indices = _csr_columns(ptr, indices, cand)
+        if Y is None:  # the item blocks ranked where they are, the lists merged
+            tasks = self._rank_tasks("item", dask.delayed(V, pure=True),
+                                     (ptr, indices) if filter_seen else None, None, n,
+                                     cand, banned)
+            return self._run(_ranked_frame, ids, item_ids, n, self.user_col, self.item_col,
+                             *tasks)
+        if filter_seen and cand is not None:
+            ptr, indices = _csr_columns(ptr, indices, cand)
         return self._run(_recommend_partition, V, Y, ids, item_ids, ptr, indices, n,
                          self.user_col, self.item_col, twins, banned)
 
@@ -1860,6 +1933,24 @@ class ALS(BaseEstimator):
                 "use it with that cluster's Client active")
         return client
 
+    def _blockwise(self, side):
+        """Whether rankings against this side go block by block (:func:`_rank_block`):
+        on the cluster path, for a side too large to be sent whole to a worker (as the
+        fit routes it: WHOLE_SIDE_BYTES)."""
+        F = getattr(self, f"{side}_factors_")
+        return self._on_cluster() and F.shape[0] * F.shape[1] * F.dtype.itemsize \
+            > WHOLE_SIDE_BYTES
+
+    def _rank_tasks(self, side, V, seen, exclude, n, cand, banned, unit=False):
+        """One :func:`_rank_block` task per block of ``side``'s factors (their unit rows
+        with ``unit``), where the block is."""
+        F = getattr(self, f"{side}_factors_")
+        blocks, cuts = F.to_delayed().ravel(), _cuts(F)
+        rank = dask.delayed(_rank_block, pure=True)
+        unit_rows = dask.delayed(_unit, pure=True)
+        return [rank(V, seen, exclude, unit_rows(blocks[c]) if unit else blocks[c],
+                     int(cuts[c]), n, cand, banned) for c in range(len(blocks))]
+
     def _codes(self, side, ids):
         """Codes of ``ids`` (-1 for ids unseen in fit), from the index here or on the
         cluster (only the asked ids travel)."""
@@ -1941,6 +2032,13 @@ class ALS(BaseEstimator):
                                     self.user_col, self.item_col)
         args = (Y, ids_k, n, self.user_col, self.item_col, twins, banned, cand, filter_seen)
         id_blocks = self.user_ids_.to_delayed().ravel()  # cut as the factors
+        if Y is None:  # each user block against each item block, the lists merged
+            def fn(X, part, rows, ids, *_):
+                V, seen = dask.delayed(_partition_rows, nout=2, pure=True)(
+                    X, part, rows, filter_seen)
+                return dask.delayed(_ranked_frame, pure=True)(
+                    ids, ids_k, n, self.user_col, self.item_col,
+                    *self._rank_tasks("item", V, seen, None, n, cand, banned))
         parts = []
         if users is None:
             for b in range(len(blocks)):
@@ -1989,6 +2087,10 @@ class ALS(BaseEstimator):
         col = self.user_col if side == "user" else self.item_col
         codes = self._codes(side, pd.Index(np.atleast_1d(np.asarray(query))))
         codes = codes[codes >= 0]
+        if self._blockwise(side):  # the query's rows against each block, where it is
+            V = dask.delayed(_unit, pure=True)(self._rows_at(side, codes))
+            tasks = self._rank_tasks(side, V, None, codes, n, None, None, unit=True)
+            return self._run(_similar_ranked, codes, self._id_values[side], n, col, *tasks)
         if self._on_cluster():
             G, twins = self._key(side + "-unit"), self._key(side + "-twins")
             V, ids = dask.delayed(_take_rows, pure=False)(G, codes), self._id_values[side]

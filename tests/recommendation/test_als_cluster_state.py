@@ -131,11 +131,27 @@ def small_state(model, limit):
     return big
 
 
+@pytest.mark.parametrize("routed", [False, True], ids=["whole", "blockwise"])
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
 def test_serving_on_the_cluster_gives_the_same_answers(ratings, implicit_ratings,
-                                                       with_client, implicit):
+                                                       with_client, implicit, routed):
+    """Whole: rankings against a side sent whole to a worker (a small side); blockwise:
+    each block of the ranked side scored where it is and the per-row lists merged (a
+    side larger than WHOLE_SIDE_BYTES), never a whole side on one worker."""
+    import copy
+
     data = implicit_ratings if implicit else ratings
     here, there = fit_both(data, **({"implicit": True} if implicit else {}))
+    there = copy.copy(there)
+    there.__dict__.pop("_serving", None)
+    with _routed(routed):
+        _same_answers(data, here, there)
+    if routed:
+        assert not {"user", "item", "user-unit", "item-unit"} & set(
+            vars(there).get("_serving", {}))
+
+
+def _same_answers(data, here, there):
     local = data.compute()
     cand = {"items": [1, 2, 3, 50, 60, 61, 200], "filter_items": [2]}
     for kw in [{}, cand, {"filter_items": [2, 7]}, {"filter_seen": False},
