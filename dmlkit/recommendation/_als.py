@@ -80,14 +80,14 @@ SOLVE_ORDERS = ("auto", "users", "items")
 BYTES_PER_RATING = 12  # int32 index + float64 value, per layout
 SCORE_CHUNK = 1 << 22  # scores computed at once when ranking (rows x items)
 INIT_ROWS = 1 << 16  # rows per random stream of the starting factors
-# on the cluster path, a side's factors up to this size go whole to every worker solving
-# the other side (one transfer per worker); a larger side is routed: each block gets
-# only the rows it rates (Spark MLlib's in/out blocks)
 # a block's peak while it is built (the shuffle's pieces concatenated, sorted, laid out as
 # CSR) over its BYTES_PER_RATING size, with room for what a worker holds besides: blocks
 # of 1/32 of a worker's memory per thread kept 1 GiB workers alive (8M ratings: peak
 # process 705 MiB, 268 MiB spilled), where one block of 96 MB ran them out of memory
 BLOCK_BUILD_FACTOR = 32
+# on the cluster path, a side's factors up to this size go whole to every worker solving
+# the other side (one transfer per worker); a larger side is routed: each block gets
+# only the rows it rates (Spark MLlib's in/out blocks)
 WHOLE_SIDE_BYTES = 256 << 20
 
 
@@ -719,7 +719,7 @@ def _get_indexer(index, ids):
 def _lookup(index, ids):
     """(codes of ``ids``, -1 for unknown ones; fit's ids of the known ones)."""
     codes = index.get_indexer(ids)
-    return codes, index.to_numpy()[codes[codes >= 0]]
+    return codes, index[codes[codes >= 0]].to_numpy()
 
 
 def _append_index(values, new):
