@@ -169,7 +169,9 @@ def placed(method):
     """Decorator for estimator methods that take data: run them under :func:`placement`."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with placement(*args, *kwargs.values()):
+        # a model that keeps its state on the cluster counts as dask input itself
+        held = getattr(self, "_held_on_cluster", None)
+        with placement(*args, *kwargs.values(), *(held() if held is not None else ())):
             return method(self, *args, **kwargs)
 
     return wrapper

@@ -1904,6 +1904,12 @@ class ALS(BaseEstimator):
             self._client()
         return remote
 
+    def _held_on_cluster(self):
+        """What this model keeps on the cluster (:func:`~dmlkit._core.client.placed`: a
+        method called inside a task then runs on that cluster, as with dask input)."""
+        F = vars(self).get("user_factors_")
+        return (F,) if isinstance(F, da.Array) else ()
+
     def _key(self, what):
         """A future of what serving needs whole, made once per model where the factors
         are: ``'user'`` / ``'item'`` (a side's factors, concatenated by a worker),

@@ -142,3 +142,23 @@ def test_als_inside_a_task(cluster_client, lazy):
         X_here, recs_here = _fit_als(ratings, lazy)
     np.testing.assert_array_equal(X, X_here)
     pd.testing.assert_frame_equal(recs, recs_here)
+
+
+def _als_served_in_task(ratings, driver_state_bytes):
+    with dmlkit.config_context(driver_state_bytes=driver_state_bytes, local_fit_bytes=0):
+        model = dmlkit.ALS(factors=4, iterations=2, random_state=0).fit(ratings)
+        return (isinstance(model.user_factors_, da.Array), model.recommend([1, 2, 3], n=3),
+                model.predict(ratings.head(50)), model.similar_items([1, 2], n=2))
+
+
+def test_als_with_factors_on_the_cluster_serves_inside_a_task(cluster_client):
+    """A model keeping its factors on the cluster counts as dask input itself: fitted
+    and served inside ``client.submit``, its methods run on that cluster (they raised
+    "use it with that cluster's Client active" before), with the client path's answers."""
+    ratings = make_ratings(500, 100, 5000, npartitions=3, random_state=0)
+    here = cluster_client.submit(_als_served_in_task, ratings, "256MiB").result()
+    there = cluster_client.submit(_als_served_in_task, ratings, 0).result()
+    assert not here[0] and there[0]
+    pd.testing.assert_frame_equal(here[1], there[1])
+    np.testing.assert_array_equal(here[2], there[2])
+    pd.testing.assert_frame_equal(here[3], there[3])
