@@ -9,6 +9,7 @@ written by the workers, and a checkpoint cuts the blocks' lineage to one read.
 
 import contextlib
 import json
+import re
 
 import dask.array as da
 import dask.dataframe as dd
@@ -371,3 +372,22 @@ def test_no_factor_block_comes_to_the_client(ratings, with_client, monkeypatch):
     here, model = largest({}, lambda m: None)  # the same blocks, gathered every half
     assert not model._on_cluster()
     assert here >= block
+
+
+def test_bad_input_on_the_cluster_raises_as_here(ratings, with_client):
+    """Unknown or empty candidate subsets and partial fits with nothing to solve are
+    refused with the client path's messages (the ids are looked up on the cluster)."""
+    here, there = fit_both(ratings)
+    local = ratings.compute()
+    for kw in [{"items": [1, 2, 1000, 2000]}, {"filter_items": ["x"]}, {"items": []},
+               {"items": [1, 2], "filter_items": [2, 1]}]:
+        for method, args in (("recommend", ([5],)), ("recommend_all", ())):
+            with pytest.raises(ValueError) as want:
+                getattr(here, method)(*args, **kw)
+            with pytest.raises(ValueError, match=re.escape(str(want.value))):
+                getattr(there, method)(*args, **kw)
+    unseen = [N_USERS + 50]  # never seen, and no rating of a seen item in `ratings`
+    for model in (here, there):
+        with pytest.raises(ValueError, match=r"1 of the user_ids have no rating of an item "
+                                             r"seen in fit"):
+            model.partial_fit_users(unseen, local.head(10))
