@@ -367,12 +367,7 @@ def _rank_block(V, seen, exclude, Y, lo, n, cand, banned):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, Y.dtype)
     ptr = idx = None
     if seen is not None:  # this block's columns of the seen pairs, as positions in Yb
-        ptr, idx = seen
-        pos = np.searchsorted(cols, idx)
-        ok = (pos < cols.shape[0]) & (cols[np.minimum(pos, cols.shape[0] - 1)] == idx)
-        rows = np.repeat(np.arange(ptr.shape[0] - 1), np.diff(ptr))
-        ptr = _indptr(np.bincount(rows[ok], minlength=ptr.shape[0] - 1))
-        idx = pos[ok]
+        ptr, idx = _csr_columns(*seen, cols)
     if exclude is not None:
         pos = np.searchsorted(cols, exclude)
         hit = (exclude >= 0) & (pos < cols.shape[0])
@@ -396,17 +391,23 @@ def _merge_ranked(n, *ranked):
     return rows[keep], codes[keep], scores[keep], rank[keep] + 1
 
 
-def _ranked_frame(ids, item_ids, n, user_col, item_col, *ranked):
-    """``recommend``'s frame from the blocks' ranked lists (``ids``: the rows' ids)."""
-    rows, codes, scores, rank = _merge_ranked(n, *ranked)
-    return pd.DataFrame({user_col: ids[rows], item_col: item_ids[codes], "score": scores,
+def _recommend_frame(ids, item_ids, user_col, item_col, rows, cols, scores, rank):
+    return pd.DataFrame({user_col: ids[rows], item_col: item_ids[cols], "score": scores,
                          "rank": rank})
 
 
-def _similar_ranked(codes, ids, n, col, *ranked):
-    rows, cols, scores, rank = _merge_ranked(n, *ranked)
+def _similar_result(codes, ids, col, rows, cols, scores, rank):
     return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
                          "score": scores, "rank": rank})
+
+
+def _ranked_frame(ids, item_ids, n, user_col, item_col, *ranked):
+    """``recommend``'s frame from the blocks' ranked lists (``ids``: the rows' ids)."""
+    return _recommend_frame(ids, item_ids, user_col, item_col, *_merge_ranked(n, *ranked))
+
+
+def _similar_ranked(codes, ids, n, col, *ranked):
+    return _similar_result(codes, ids, col, *_merge_ranked(n, *ranked))
 
 
 def _partition_rows(X, part, rows, filter_seen):
@@ -419,17 +420,14 @@ def _partition_rows(X, part, rows, filter_seen):
 
 
 def _similar_frame(V, G, n, codes, twins, ids, col):
-    rows, cols, scores, rank = _top_n(V, G, n, exclude=codes, twins=twins)
-    return pd.DataFrame({col: ids[codes][rows], f"similar_{col}": ids[cols],
-                         "score": scores, "rank": rank})
+    return _similar_result(codes, ids, col, *_top_n(V, G, n, exclude=codes, twins=twins))
 
 
 def _recommend_partition(V, Y, ids, item_ids, seen_indptr, seen_indices, n, user_col,
                          item_col, twins=None, banned=None):
-    rows, cols, scores, rank = _top_n(V, Y, n, seen_indptr, seen_indices, twins=twins,
-                                      banned=banned)
-    return pd.DataFrame({user_col: ids[rows], item_col: item_ids[cols], "score": scores,
-                         "rank": rank})
+    return _recommend_frame(ids, item_ids, user_col, item_col,
+                            *_top_n(V, Y, n, seen_indptr, seen_indices, twins=twins,
+                                    banned=banned))
 
 
 def _recommend_rows(X, part, rows, ids, Y, item_ids, n, user_col, item_col, twins, banned,
@@ -583,12 +581,10 @@ def _csr_take(indptr, indices, rows):
 def _csr_columns(indptr, indices, keep):
     """A CSR pattern restricted to the columns ``keep`` (sorted codes), renumbered to
     positions in ``keep``: (indptr, indices), each row's indices still sorted."""
-    if indices.shape[0] == 0:
-        return indptr, indices
-    pos = np.full(int(max(indices.max(), keep.max())) + 1, -1, dtype=np.int64)
-    pos[keep] = np.arange(keep.shape[0])
-    new = pos[indices]
-    ok = new >= 0
+    if indices.shape[0] == 0 or keep.shape[0] == 0:
+        return _indptr(np.zeros(indptr.shape[0] - 1, np.int64)), indices[:0]
+    new = np.searchsorted(keep, indices)
+    ok = keep[np.minimum(new, keep.shape[0] - 1)] == indices
     rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
     ptr = np.zeros(indptr.shape[0], dtype=np.int64)
     np.cumsum(np.bincount(rows[ok], minlength=indptr.shape[0] - 1), out=ptr[1:])
@@ -1067,9 +1063,10 @@ class ALS(BaseEstimator):
             user_index, item_index = pd.Index(scanned.user_ids), pd.Index(scanned.item_ids)
             uidx = driver.shared(user_index, "user-ids")
             iidx = driver.shared(item_index, "item-ids")
-        if in_memory:  # encoded here; the pieces enter the graph as data
-            codes = _encode_task(src, pd.Index(scanned.user_ids), pd.Index(scanned.item_ids),
-                                 self.user_col, self.item_col, rating_col)
+        if in_memory:  # encoded here (the ids are here); the pieces enter the graph as data
+            here = ((user_index, item_index) if id_values is None else
+                    (pd.Index(scanned.user_ids), pd.Index(scanned.item_ids)))
+            codes = _encode_task(src, *here, self.user_col, self.item_col, rating_col)
             cuts = np.linspace(0, len(src), max(1, min(32, len(src) // 250_000)) + 1)
             cuts = cuts.astype(np.int64)
             parts = [driver.shared(tuple(c[a:b] for c in codes), "ratings")
