@@ -94,6 +94,23 @@ def test_exact_solve_matches_reference(impl, dtype, k, implicit, rng):
     np.testing.assert_array_equal(X[empty], 0)
 
 
+@pytest.mark.parametrize("k", [7, 64])
+@pytest.mark.parametrize("implicit", [False, True])
+def test_exact_solve_with_many_ratings_per_row(impl, k, implicit, rng):
+    # Rows of 0 to 300 ratings: the numba kernel gathers ratings 128 at a time, eight
+    # per pass with a tail, pads k to a multiple of 4, and solves explicit rows with
+    # fewer ratings than factors in the dual; every split must give the same system.
+    counts = [0, 1, 3, 9, 63, 64, 65, 127, 128, 129, 137, 300]
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    indices = np.concatenate([rng.choice(400, c, replace=False) for c in counts])
+    data = rng.uniform(0.5, 5.0, indptr[-1])
+    Y = rng.standard_normal((400, k)) / np.sqrt(k)
+    X = solve(impl, indptr, indices.astype(np.int32), data, Y, reg=REG, implicit=implicit,
+              alpha=ALPHA, solver="cholesky")
+    ref = reference(indptr, indices, data, Y, implicit=implicit)
+    np.testing.assert_allclose(X, ref, rtol=1e-9, atol=1e-11)
+
+
 def test_explicit_ridge_grows_with_the_number_of_ratings():
     # the ridge term grows with the row's number of ratings (Spark's ALS-WR)
     indptr = np.array([0, 1, 3])
