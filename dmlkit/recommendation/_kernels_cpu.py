@@ -400,12 +400,26 @@ def _residual_or_matvec(out, v, YtY, Y, indices, data, p0, p1, implicit, alpha, 
     k = v.shape[0]
     for a in range(k):
         out[a] = lam * v[a]
-    if implicit:
-        for b in range(k):  # YtY symmetric: row b is column b
+    if implicit:  # YtY symmetric: row b is column b; four columns per pass over out
+        b = 0
+        while b + 4 <= k:
+            v0 = v[b]
+            v1 = v[b + 1]
+            v2 = v[b + 2]
+            v3 = v[b + 3]
+            r0 = YtY[b]
+            r1 = YtY[b + 1]
+            r2 = YtY[b + 2]
+            r3 = YtY[b + 3]
+            for a in range(k):
+                out[a] += (r0[a] * v0 + r1[a] * v1) + (r2[a] * v2 + r3[a] * v3)
+            b += 4
+        while b < k:
             vb = v[b]
             row = YtY[b]
             for a in range(k):
                 out[a] += row[a] * vb
+            b += 1
     p = p0
     while p + 4 <= p1:
         y0 = Y[indices[p]]
