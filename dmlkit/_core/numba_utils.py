@@ -56,10 +56,17 @@ FAST_FLAGS = frozenset({"reassoc", "contract"})
 
 
 class BlockKernel:
-    """A numba kernel compiled serial and parallel; call with ``n_threads=``."""
+    """A numba kernel compiled serial and parallel; call with ``n_threads=``.
 
-    def __init__(self, fn, fastmath=False):
+    ``parallel_always``: run the parallel build on one thread too, where a thread-safe
+    threading layer loads.  numba compiles the body of a ``prange`` loop as a function of
+    its own there, which LLVM can optimise better than the same loop inlined in the
+    serial build (ALS's row solves: 15% faster on one thread).  The serial build then
+    serves only where no such layer loads; both give the same bits."""
+
+    def __init__(self, fn, fastmath=False, parallel_always=False):
         self.py_func = fn
+        self.parallel_always = bool(parallel_always)
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
         fm = set(fastmath) if fastmath else False
@@ -71,7 +78,7 @@ class BlockKernel:
     def __call__(self, *args, n_threads: int = 1):
         # Never more threads than this worker (or process) has, whatever the driver asked.
         n_threads = min(int(n_threads), local_threads())
-        if n_threads > 1 and parallel_available():
+        if (n_threads > 1 or self.parallel_always) and parallel_available():
             old = numba.get_num_threads()
             numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
             try:
@@ -93,12 +100,12 @@ def one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
-def block_kernel(fn=None, *, fastmath=False):
+def block_kernel(fn=None, *, fastmath=False, parallel_always=False):
     """Decorator: ``@block_kernel`` (or ``@block_kernel(fastmath=FAST_FLAGS)``) makes a
     :class:`BlockKernel`."""
     if fn is None:
-        return lambda f: BlockKernel(f, fastmath)
-    return BlockKernel(fn, fastmath)
+        return lambda f: BlockKernel(f, fastmath, parallel_always)
+    return BlockKernel(fn, fastmath, parallel_always)
 
 
 @numba.njit(parallel=True, cache=True)  # cached: a parallel compile costs ~1 s a process

@@ -520,7 +520,7 @@ def _nnls(A, bv, x, g, M, c, xs, sweeps):
         x[a] = xs[a] if x[a] > 0.0 else 0.0
 
 
-@block_kernel(fastmath=FAST_FLAGS)
+@block_kernel(fastmath=FAST_FLAGS, parallel_always=True)
 def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, solver,
               cg_steps, nonneg, sweeps):
     # IN  indptr (n+1,) int64; indices (nnz,) int32/int64 rows of Y; data (nnz,) float64;

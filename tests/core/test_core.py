@@ -161,6 +161,31 @@ def test_prefetch_changes_no_value_and_wants_a_contiguous_array():
         gather_with_prefetch(a[:, ::2], order[:10] % 150, 1)
 
 
+def test_parallel_always_runs_the_parallel_build_on_one_thread():
+    from numba import prange
+
+    from dmlkit._core.numba_utils import block_kernel, parallel_available
+
+    def squares(x, n_chunks):
+        out = np.empty(x.shape[0])
+        step = -(-x.shape[0] // n_chunks)
+        for c in prange(n_chunks):
+            for i in range(c * step, min(x.shape[0], (c + 1) * step)):
+                out[i] = x[i] * x[i]
+        return out
+
+    x = np.arange(10.0)
+    always = block_kernel(parallel_always=True)(squares)
+    default = block_kernel(squares)
+    np.testing.assert_array_equal(always(x, 3, n_threads=1), x * x)
+    np.testing.assert_array_equal(default(x, 3, n_threads=1), x * x)
+    assert len(default.serial.signatures) == 1 and not default.parallel.signatures
+    if parallel_available():
+        assert len(always.parallel.signatures) == 1 and not always.serial.signatures
+    else:  # no thread-safe layer: the serial build serves
+        assert len(always.serial.signatures) == 1
+
+
 def test_import_dmlkit_gives_its_submodules():
     # the README's snippets use dmlkit.datasets / dmlkit.metrics after `import dmlkit`
     import subprocess
