@@ -345,6 +345,9 @@ def page_runs(tmp_path_factory):
             return e
         return None
 
+    # pytest creates its base temporary folder on first use, and threads racing to
+    # create it get different ones ("... is not a normalized and relative path")
+    tmp_path_factory.getbasetemp()
     with ThreadPoolExecutor(max_workers=len(RUN_PAGES)) as pool:
         return dict(zip(RUN_PAGES, pool.map(one, RUN_PAGES), strict=True))
 
