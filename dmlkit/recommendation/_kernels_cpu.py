@@ -98,12 +98,14 @@ def _load(Y, i, dst):
 
 
 @_jit
-def _syrk4(A, U, V, m, L):
+def _syrk4(A, U, V, m, L, lower):
     # A[a, b] += sum_{p < L} U[a, p] * V[b, p] for the 4 x 4 tiles on and above the
     # diagonal (a0 <= b0, m a multiple of 4; the diagonal tiles' lower halves are updated
-    # too and ignored).  Sixteen float64 sums stay in registers over the whole of p,
-    # each vectorised over p, so a pass reads eight rows and writes the tile once: about
-    # 20 GFMA/s on one AVX-512 core, 2.5x the rank-one updates of the full square.
+    # too and ignored); with ``lower``, A[b, a] = that sum instead (stored, not added, in
+    # the lower triangle: what _chol_solve reads, so A needs no zeroing or mirroring).
+    # Sixteen float64 sums stay in registers over the whole of p, each vectorised over
+    # p, so a pass reads eight rows and writes the tile once: about 20 GFMA/s on one
+    # AVX-512 core, 2.5x the rank-one updates of the full square.
     for a0 in range(0, m, 4):
         u0 = U[a0]
         u1 = U[a0 + 1]
@@ -143,10 +145,16 @@ def _syrk4(A, U, V, m, L):
                 s31 += x3 * z1
                 s32 += x3 * z2
                 s33 += x3 * z3
-            _add4(A[a0], b0, s00, s01, s02, s03)
-            _add4(A[a0 + 1], b0, s10, s11, s12, s13)
-            _add4(A[a0 + 2], b0, s20, s21, s22, s23)
-            _add4(A[a0 + 3], b0, s30, s31, s32, s33)
+            if lower:
+                _put4(A[b0], a0, s00, s10, s20, s30)
+                _put4(A[b0 + 1], a0, s01, s11, s21, s31)
+                _put4(A[b0 + 2], a0, s02, s12, s22, s32)
+                _put4(A[b0 + 3], a0, s03, s13, s23, s33)
+            else:
+                _add4(A[a0], b0, s00, s01, s02, s03)
+                _add4(A[a0 + 1], b0, s10, s11, s12, s13)
+                _add4(A[a0 + 2], b0, s20, s21, s22, s23)
+                _add4(A[a0 + 3], b0, s30, s31, s32, s33)
 
 
 @_jit
@@ -155,6 +163,14 @@ def _add4(row, b0, s0, s1, s2, s3):
     row[b0 + 1] += s1
     row[b0 + 2] += s2
     row[b0 + 3] += s3
+
+
+@_jit
+def _put4(row, a0, s0, s1, s2, s3):
+    row[a0] = s0
+    row[a0 + 1] = s1
+    row[a0 + 2] = s2
+    row[a0 + 3] = s3
 
 
 @_jit
@@ -265,9 +281,9 @@ def _form_system(A, T, Ut, Wt, bv, Y, YtY, indices, data, p0, p1, implicit, alph
                     Wt[a, q] = w * y
             q += 1
         if implicit:
-            _syrk4(T, Wt, Ut, k4, L)
+            _syrk4(T, Wt, Ut, k4, L, False)
         else:  # w = 1
-            _syrk4(T, Ut, Ut, k4, L)
+            _syrk4(T, Ut, Ut, k4, L, False)
         p += L
     _upper_to(A, T, k, lam)
 
@@ -282,13 +298,14 @@ def _dot_n(u, v, n):
 
 @_jit
 def _chol_solve(A, bv, x):
-    # Solve A x = bv, A symmetric (its lower triangle is read and overwritten by L,
-    # A = L L^T; bv by the forward solve).  Pivots below PIVOT_FLOOR * max(diag) are
-    # raised to that floor.  Row by row (L[m, j] = (A[m, j] - L[m, :j] . L[j, :j]) /
-    # L[j, j], contiguous dot products), four rows at a time: a row's dots depend on each
-    # other, four rows' do not, so the four chains overlap and share the loads of L[j]
-    # (2x faster than one row at a time or the right-looking update: 10 us at k = 64,
-    # 5 us at 45).  x holds 1 / L[j, j] until the back solve overwrites it.
+    # Solve A x = bv, A symmetric (its leading k x k block, k = len(bv); the lower
+    # triangle is read and overwritten by L, A = L L^T; bv by the forward solve).
+    # Pivots below PIVOT_FLOOR * max(diag) are raised to that floor.  Row by row
+    # (L[m, j] = (A[m, j] - L[m, :j] . L[j, :j]) / L[j, j], contiguous dots), four rows
+    # at a time: a row's dots depend on each other, four rows' do not, so the four
+    # chains overlap and share the loads of L[j] (2x faster than one row at a time or
+    # the right-looking update: 10 us at k = 64, 5 us at 45).  x holds 1 / L[j, j]
+    # until the back solve overwrites it.
     k = bv.shape[0]
     dmax = 0.0
     for j in range(k):
@@ -346,13 +363,13 @@ def _chol_row(A, x, m, j0, floor):
 
 
 @_jit
-def _dual_solve(Abuf, T, Yg, bv, z, x, Y, indices, data, p0, p1, lam):
+def _dual_solve(T, Yg, bv, z, x, Y, indices, data, p0, p1, lam):
     # Explicit feedback with n = p1 - p0 < k ratings: (Y_u^T Y_u + lam I) x = Y_u^T r is
     # solved as x = Y_u^T z with (Y_u Y_u^T + lam I) z = r, an n x n system (the same
     # solution: (Y^T Y + lam I) Y^T = Y^T (Y Y^T + lam I)).  It costs n^2 k / 2 + n^3 / 3
     # against n k^2 + k^3 / 3 for the k x k system.  The rated rows are gathered into Yg
-    # (k4, k) float64, rows n..n4 zero, and Y_u Y_u^T formed by 4 x 4 tiles into T.
-    # Abuf is a flat (k * k,) buffer.
+    # (k4, k) float64, rows n..n4 zero, and Y_u Y_u^T stored by 4 x 4 tiles into T's
+    # lower triangle, where the factorisation reads it in place.
     n = p1 - p0
     n4 = (n + 3) // 4 * 4
     k = x.shape[0]
@@ -365,14 +382,11 @@ def _dual_solve(Abuf, T, Yg, bv, z, x, Y, indices, data, p0, p1, lam):
         else:
             for f in range(k):
                 Yg[a, f] = 0.0
-        for b in range(n4):
-            T[a, b] = 0.0
-    _syrk4(T, Yg, Yg, n4, k)
-    G = Abuf[:n * n].reshape((n, n))
-    _upper_to(G, T, n, lam)
+    _syrk4(T, Yg, Yg, n4, k, True)
     for a in range(n):
+        T[a, a] += lam
         bv[a] = data[p0 + a]
-    _chol_solve(G, bv[:n], z[:n])
+    _chol_solve(T, bv[:n], z[:n])
     for f in range(k):
         x[f] = 0.0
     for a in range(n):
@@ -565,7 +579,7 @@ def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, s
                         x[a] = 0.0
                 _nnls(A, bv, x, r, M, pv, xs, sweeps)
             elif solver == 0 and not implicit and p1 - p0 < k:
-                _dual_solve(Abuf, T, Yg, bv, xs, x, Y, indices, data, p0, p1, lam)
+                _dual_solve(T, Yg, bv, xs, x, Y, indices, data, p0, p1, lam)
             elif solver == 0:
                 _form_system(A, T, Ut, Wt, bv, Y, YtY, indices, data, p0, p1, implicit, alpha, lam)
                 _chol_solve(A, bv, x)
