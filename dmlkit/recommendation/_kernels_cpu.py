@@ -549,8 +549,7 @@ def _als_rows(indptr, indices, data, Y, YtY, X0, bounds, reg, implicit, alpha, s
     has_x0 = X0.shape[0] > 0
     X = np.empty((n, k), dtype=Y.dtype)
     for ch in prange(n_chunks):
-        Abuf = np.empty(k * k)
-        A = Abuf.reshape((k, k))
+        A = np.empty((k, k))
         M = np.empty((k, k))
         T = np.empty((k4, k4))
         Ut = np.zeros((k4, PANEL))
