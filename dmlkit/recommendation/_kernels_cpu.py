@@ -75,11 +75,17 @@ _jit = numba.njit(nogil=True, cache=True, fastmath=set(FAST_FLAGS))
 
 
 @_jit
-def _dot(u, v):
+def _dot_n(u, v, n):
+    # u[:n] . v[:n]
     s = 0.0
-    for f in range(u.shape[0]):
+    for f in range(n):
         s += u[f] * v[f]
     return s
+
+
+@_jit
+def _dot(u, v):
+    return _dot_n(u, v, u.shape[0])
 
 
 @_jit
@@ -286,14 +292,6 @@ def _form_system(A, T, Ut, Wt, bv, Y, YtY, indices, data, p0, p1, implicit, alph
             _syrk4(T, Ut, Ut, k4, L, False)
         p += L
     _upper_to(A, T, k, lam)
-
-
-@_jit
-def _dot_n(u, v, n):
-    s = 0.0
-    for f in range(n):
-        s += u[f] * v[f]
-    return s
 
 
 @_jit
