@@ -24,7 +24,10 @@ and scalar types, ``pathlib`` paths and ``numpy.random.RandomState`` instances) 
 ``.npy`` files (NumPy arrays of any non-object dtype; object arrays of ``str``, stored
 as fixed-width unicode and given back as object arrays; scipy.sparse matrices).
 Anything else (a dask collection, a callable, a nested estimator, an object array of
-other values) is refused with a ``ValueError`` naming the parameter or attribute.
+other values) is refused with a ``ValueError`` naming the parameter or attribute,
+except the ``blocked`` attributes of a model held on a cluster (ALS factors over
+``dmlkit.driver-state-bytes``): those are written a row block at a time to the same
+``.npy`` bytes, and loaded back onto the cluster by its workers (:class:`ModelSpec`).
 
 Safe loading: :func:`load` never unpickles (``np.load(..., allow_pickle=False)`` and
 JSON only), constructs only a class of :data:`REGISTRY`, sets only the attributes the
@@ -54,6 +57,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import dask
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
@@ -80,11 +84,30 @@ class ModelSpec:
         Fitted attributes that describe the training data rather than the model (e.g.
         ``KMeans.labels_``): left out, with a warning, when they are dask collections
         (computing them would mean another pass over the training data).
+    blocked
+        Attributes that may be dask arrays over row blocks held by a cluster (a model
+        larger than the ``dmlkit.driver-state-bytes`` setting).  They are written one
+        row block at a time, so this process holds one block, never the whole array;
+        the file is the ``.npy`` the array would give (the same bytes), and the
+        manifest lists its row blocks with a SHA-256 each.
+    export
+        ``export(estimator) -> dict``: values saved under these attribute names in place
+        of the estimator's own (a model held on a cluster gives the arrays its
+        in-process form would have, as dask arrays).
+    adopt
+        ``adopt(estimator, stored)``: called by :func:`load` instead of reading the
+        ``blocked`` attributes when they are larger than ``dmlkit.driver-state-bytes``,
+        a distributed client is active and its workers can read the files: ``stored``
+        maps those attribute names to :class:`SavedArray` s, whose row blocks the
+        workers read.
     """
 
     private: tuple[str, ...] = ()
     derived: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
     lazy_skip: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+    export: Callable[[Any], dict] | None = None
+    adopt: Callable[[Any, dict], None] | None = None
 
 
 def _index_of(attr):
@@ -111,7 +134,11 @@ REGISTRY: dict[str, ModelSpec] = {
     "dmlkit.linear_model.PoissonRegressor": ModelSpec(),
     "dmlkit.recommendation.ALS": ModelSpec(
         private=("_seen_indptr", "_seen_indices"),
-        derived={"_user_index": _index_of("user_ids_"), "_item_index": _index_of("item_ids_")}),
+        derived={"_user_index": _index_of("user_ids_"), "_item_index": _index_of("item_ids_")},
+        blocked=("user_factors_", "item_factors_", "user_ids_", "item_ids_", "_seen_indptr",
+                 "_seen_indices"),
+        export=lambda est: est._saved_state(),
+        adopt=lambda est, stored: est._adopt_saved(stored)),
 }
 
 # private attributes of scikit-learn's mixins, saved for every class when present
@@ -155,7 +182,7 @@ class _Encoder:
     """Values -> JSON trees, collecting the arrays to write as ``.npy`` files."""
 
     def __init__(self):
-        self.arrays: dict[str, np.ndarray] = {}
+        self.arrays: dict[str, np.ndarray | _Streamed] = {}
 
     def _file_name(self, base):
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "array"
@@ -180,6 +207,28 @@ class _Encoder:
             node["object"] = "str"
         name = self._file_name(base)
         self.arrays[name] = arr
+        node["file"] = name
+        return node
+
+    def streamed(self, arr, base, where):
+        """A dask array over row blocks (a ``blocked`` attribute), written one block at
+        a time."""
+        node = {_TAG: "ndarray"}
+        width = None
+        if arr.dtype.hasobject:
+            from dmlkit._core.client import compute
+
+            found = compute(*[dask.delayed(_str_width, pure=True)(b)
+                              for b in arr.to_delayed().ravel()])
+            if arr.dtype != object or not all(ok for ok, _ in found):
+                raise ValueError(
+                    f"{where} is an array of dtype {arr.dtype} whose elements are not all "
+                    "strings (e.g. ids of mixed types): it cannot be saved without pickle. "
+                    "Convert it to a numeric or string array, or use pickle or joblib.")
+            width = max((w for _, w in found), default=1)
+            node["object"] = "str"
+        name = self._file_name(base)
+        self.arrays[name] = _Streamed(arr, width)
         node["file"] = name
         return node
 
@@ -239,6 +288,12 @@ class _Encoder:
                          "Use pickle or joblib to save this estimator.")
 
 
+def _is_dask_array(value):
+    import dask.array as da
+
+    return isinstance(value, da.Array)
+
+
 def _is_dask_collection(value):
     try:
         from dask import is_dask_collection
@@ -256,6 +311,93 @@ class _HashingWriter:
     def write(self, data):
         self.sha.update(data)
         return self.f.write(data)
+
+
+class _Streamed:
+    """A dask array to write to one ``.npy`` file a row block at a time (``blocked``)."""
+
+    def __init__(self, arr, width=None):
+        self.arr = arr.rechunk({i: -1 for i in range(1, arr.ndim)}) if arr.ndim > 1 else arr
+        self.width = width  # object arrays of str: stored as this fixed-width unicode
+        self.dtype = np.dtype(f"<U{max(1, width)}") if width is not None else arr.dtype
+        self.shape = tuple(int(n) for n in arr.shape)
+
+    def write(self, f):
+        """Write the ``.npy`` bytes ``np.save`` would for the whole array; returns the
+        row counts and SHA-256 of the blocks (of their data bytes)."""
+        from dmlkit._core.client import compute
+
+        header = np.lib.format.header_data_from_array_1_0(np.empty(0, self.dtype))
+        header["shape"] = self.shape
+        np.lib.format.write_array_header_1_0(f, header)
+        rows, hashes = [], []
+        for block in self.arr.to_delayed().ravel():
+            value = np.asarray(compute(block)[0])
+            if self.width is not None:
+                value = value.astype(self.dtype)
+            data = np.ascontiguousarray(value, dtype=self.dtype).tobytes()
+            f.write(data)
+            rows.append(int(value.shape[0]))
+            hashes.append(hashlib.sha256(data).hexdigest())
+        if sum(rows) != (self.shape[0] if self.shape else 1):
+            raise RuntimeError(f"the blocks of a saved array hold {sum(rows)} rows, not the "
+                               f"{self.shape[0]} of its shape")
+        return {"rows": rows, "sha256": hashes}
+
+
+def _str_width(block):
+    """(whether every element is a str without a trailing NUL, the longest's length)."""
+    ok = all(isinstance(v, str) and not v.endswith("\0") for v in block.flat)
+    return ok, max((len(v) for v in block.flat), default=0) if ok else 0
+
+
+class SavedArray:
+    """An array of a saved model that the workers read by row blocks (see
+    ``ModelSpec.adopt``): its file, dtype, shape, the row blocks it was saved in and
+    their SHA-256 each."""
+
+    def __init__(self, fs, path, dtype, shape, offset, rows, hashes, as_object):
+        self.fs, self.path = fs, path
+        self.dtype, self.shape, self.offset = np.dtype(dtype), tuple(shape), int(offset)
+        self.rows = [int(r) for r in rows]
+        self.hashes = list(hashes)
+        self.as_object = as_object  # str ids, stored as fixed-width unicode
+        self.cuts = np.r_[0, np.cumsum(self.rows, dtype=np.int64)]
+
+    @property
+    def row_bytes(self):
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, start, stop, check=None):
+        """Rows ``start:stop`` (a task, where it runs); ``check``: the SHA-256 they must
+        have (a whole saved block)."""
+        n = self.row_bytes * (stop - start)
+        with self.fs.open(self.path, "rb") as f:
+            f.seek(self.offset + self.row_bytes * start)
+            data = f.read(n)
+        if len(data) != n:
+            raise ValueError(f"{self.path!r} is shorter than its manifest says (a truncated "
+                             "copy of the model?).")
+        if check is not None and hashlib.sha256(data).hexdigest() != check:
+            raise ValueError(f"{self.path!r} is corrupt: rows {start}:{stop} do not have the "
+                             "SHA-256 the manifest gives them.")
+        arr = np.frombuffer(data, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+        arr = arr.copy()  # writable, and not a view of the read buffer
+        return arr.astype(object) if self.as_object else arr
+
+    def block(self, b):
+        """Row block ``b`` as saved, checked against its SHA-256 (a task)."""
+        return self.read(int(self.cuts[b]), int(self.cuts[b + 1]), self.hashes[b])
+
+    def whole(self):
+        """The whole array, every block checked (a task)."""
+        parts = [self.block(b) for b in range(len(self.rows))]
+        if not parts:
+            return np.zeros(self.shape, object if self.as_object else self.dtype)
+        return np.concatenate(parts)
+
+    def __repr__(self):
+        return f"SavedArray({self.path!r}, {self.dtype}, {self.shape}, {len(self.rows)} blocks)"
 
 
 # ----------------------------------------------------------------------------------
@@ -298,6 +440,38 @@ class _Decoder:
                              f"{getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}, not "
                              f"the manifest's {entry.get('dtype')} {entry.get('shape')}.")
         return arr
+
+    def saved_array(self, node, entry):
+        """A :class:`SavedArray` of an array node whose file lists its row blocks (its
+        header is read and checked here; the rows where they are needed)."""
+        name = node["file"]
+        if not isinstance(name, str) or not _ARRAY_FILE.fullmatch(name) \
+                or self.listed.get(name) is not entry:
+            raise self.corrupt(f"the manifest refers to an array file {name!r} that its "
+                               "'arrays' list does not hold")
+        path = posixpath.join(self.root, name)
+        try:
+            with self.fs.open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read(f)
+                offset = f.tell()
+        except FileNotFoundError:
+            raise ValueError(f"{self.where}: the array file {name!r} listed in the manifest "
+                             "is missing (an incomplete copy of the model?).") from None
+        except ValueError as e:
+            raise ValueError(f"{self.where}: the array file {name!r} is corrupt or not a "
+                             f"pickle-free .npy file: {e}") from None
+        blocks = entry["blocks"]
+        rows, hashes = blocks.get("rows"), blocks.get("sha256")
+        if fortran or dtype.str != entry.get("dtype") or list(shape) != entry.get("shape") \
+                or not isinstance(rows, list) or not isinstance(hashes, list) \
+                or len(rows) != len(hashes) or not shape or sum(rows) != shape[0]:
+            raise ValueError(f"{self.where}: the array file {name!r} or its row blocks do "
+                             "not match the manifest.")
+        return SavedArray(self.fs, path, dtype, shape, offset, rows, hashes,
+                          node.get("object") == "str")
 
     def decode(self, node):
         if node is None or isinstance(node, (bool, int, float, str)):
@@ -443,12 +617,18 @@ def save(estimator, path, *, overwrite=False, storage_options=None):
     params = {k: enc.encode(v, f"params.{k}", f"Parameter {k!r} of {cls_name}")
               for k, v in estimator.get_params(deep=False).items()}
     attributes, skipped = {}, []
-    for attr in _saved_attributes(estimator, spec):
-        value = vars(estimator)[attr]
+    values = {attr: vars(estimator)[attr] for attr in _saved_attributes(estimator, spec)}
+    if spec.export is not None:
+        values.update(spec.export(estimator))
+    for attr, value in values.items():
         if attr in spec.lazy_skip and _is_dask_collection(value):
             skipped.append(attr)
             continue
-        attributes[attr] = enc.encode(value, attr, f"Attribute {attr!r} of {cls_name}")
+        where = f"Attribute {attr!r} of {cls_name}"
+        if attr in spec.blocked and _is_dask_array(value):
+            attributes[attr] = enc.streamed(value, attr, where)
+        else:
+            attributes[attr] = enc.encode(value, attr, where)
     if skipped:
         from dmlkit.exceptions import DmlkitWarning
 
@@ -460,11 +640,18 @@ def save(estimator, path, *, overwrite=False, storage_options=None):
     _prepare_target(fs, root, path, overwrite)
     listed = []
     for fname, arr in enc.arrays.items():
+        blocks = None
         with fs.open(posixpath.join(root, fname), "wb") as f:
             out = _HashingWriter(f)
-            np.save(out, arr, allow_pickle=False)
-        listed.append({"file": fname, "dtype": arr.dtype.str, "shape": list(arr.shape),
-                       "sha256": out.sha.hexdigest()})
+            if isinstance(arr, _Streamed):
+                blocks = arr.write(out)
+            else:
+                np.save(out, arr, allow_pickle=False)
+        entry = {"file": fname, "dtype": arr.dtype.str, "shape": list(arr.shape),
+                 "sha256": out.sha.hexdigest()}
+        if blocks is not None:
+            entry["blocks"] = blocks
+        listed.append(entry)
     import sklearn
 
     manifest = {
@@ -558,13 +745,19 @@ def load(path, *, storage_options=None):
                          f"dmlkit ({_dmlkit_version()}) does not have (written by dmlkit "
                          f"{writer}).")
     estimator = cls(**params)
-    allowed_private = set(_COMMON_PRIVATE + spec.private)
-    for attr, node in manifest["attributes"].items():
+    allowed_private = set(_COMMON_PRIVATE + spec.private + spec.blocked)
+    for attr in manifest["attributes"]:
         public = attr.endswith("_") and not attr.startswith("_")
         if not _ATTR_NAME.fullmatch(attr) or not (public or attr in allowed_private):
             raise ValueError(f"{where} is not a valid dmlkit model: it sets the attribute "
                              f"{attr!r}, which {cls.__name__}'s saved state does not have.")
-        setattr(estimator, attr, dec.decode(node))
+    stored = _stored_for_cluster(spec, manifest, dec)
+    for attr, node in manifest["attributes"].items():
+        if attr not in stored:
+            setattr(estimator, attr, dec.decode(node))
+    if stored:
+        spec.adopt(estimator, stored)
+        return estimator
     for attr, rebuild in spec.derived.items():
         try:
             setattr(estimator, attr, rebuild(estimator))
@@ -573,4 +766,32 @@ def load(path, *, storage_options=None):
     return estimator
 
 
-__all__ = ["FORMAT_VERSION", "REGISTRY", "ModelSpec", "load", "read_manifest", "save"]
+def _stored_for_cluster(spec, manifest, dec) -> dict:
+    """The ``blocked`` attributes as :class:`SavedArray` s, when the model stays on the
+    cluster (see ``ModelSpec.adopt``); else an empty dict."""
+    from dask.utils import parse_bytes
+
+    from dmlkit._config import get_config
+    from dmlkit._core.checkpoint import _process_local
+    from dmlkit._core.client import get_client_or_none
+
+    if spec.adopt is None or _process_local(dec.fs):
+        return {}
+    attrs = manifest["attributes"]
+    nodes = {a: attrs.get(a) for a in spec.blocked}
+    if not all(isinstance(n, dict) and n.get(_TAG) == "ndarray" for n in nodes.values()):
+        return {}
+    entries = {a: dec.listed.get(n.get("file")) for a, n in nodes.items()}
+    if not all(isinstance(e, dict) and isinstance(e.get("blocks"), dict)
+               for e in entries.values()):
+        return {}  # saved from a model held in its process: read here
+    nbytes = sum(np.dtype(e["dtype"]).itemsize * math.prod(e["shape"])
+                 for e in entries.values())
+    if nbytes <= parse_bytes(get_config("driver-state-bytes")) \
+            or get_client_or_none() is None:
+        return {}
+    return {a: dec.saved_array(nodes[a], e) for a, e in entries.items()}
+
+
+__all__ = ["FORMAT_VERSION", "REGISTRY", "ModelSpec", "SavedArray", "load", "read_manifest",
+           "save"]

@@ -284,6 +284,27 @@ def _seen_task(block):
     return np.diff(indptr), indices.astype(np.int32, copy=False)
 
 
+def _seen_nnz(part):
+    return int(part[1].shape[0])
+
+
+def _seen_indptr_block(part, offset, first):
+    """A user block's rows of the seen CSR's indptr (the first block with the leading 0),
+    the same int64 values as :func:`_join_seen`'s."""
+    ptr = np.cumsum(part[0], dtype=np.int64) + np.int64(offset)
+    return np.r_[np.int64(0), ptr] if first else ptr
+
+
+def _saved_seen_part(indptr, indices, b, start, stop):
+    """User block ``b``'s seen part (:func:`_seen_task`) from a saved model's CSR: its
+    item codes are saved block ``b`` of ``indices`` (a ``SavedArray``), checked."""
+    part = indices.block(b)
+    if part.shape[0] != indptr[stop] - indptr[start]:
+        raise ValueError(f"{indices.path!r}: block {b} of the seen items does not match "
+                         "the saved indptr.")
+    return np.diff(indptr[start:stop + 1]), part
+
+
 def _join_seen(parts):
     """The user -> items CSR (indptr, indices) of the user blocks' seen parts."""
     counts = np.concatenate([p[0] for p in parts])
@@ -1130,15 +1151,9 @@ class ALS(BaseEstimator):
         if remote:
             # dask arrays over the blocks the workers hold: nothing is gathered here
             driver.wait([*state["user_factors"], *state["item_factors"], *seen["parts"]])
-            self.user_factors_ = _rows_array(state["user_factors"], ucuts, k, dtype)
-            self.item_factors_ = _rows_array(state["item_factors"], icuts, k, dtype)
-            self._seen_parts = seen["parts"]
-            self._factor_blocks = {side: list(state[f"{side}_factors"]) for side in SIDES}
-            self._seen_indptr = self._seen_indices = None
-            # the ids too: dask arrays cut as the factors, their index a future
-            self._id_values = dict(zip(SIDES, id_values, strict=True))
-            self.user_ids_ = _ids_array(id_values[0], ucuts, id_dtypes[0])
-            self.item_ids_ = _ids_array(id_values[1], icuts, id_dtypes[1])
+            self._hold_on_cluster({side: state[f"{side}_factors"] for side in SIDES},
+                                  (ucuts, icuts), k, dtype, seen["parts"], id_values,
+                                  id_dtypes, (user_index, item_index))
         else:
             self.user_factors_ = np.concatenate(state["user_factors"])
             self.item_factors_ = np.concatenate(state["item_factors"])
@@ -1147,7 +1162,8 @@ class ALS(BaseEstimator):
             self.__dict__.pop("_factor_blocks", None)
             self.__dict__.pop("_id_values", None)
             self.user_ids_, self.item_ids_ = scanned.user_ids, scanned.item_ids
-        self._user_index, self._item_index = user_index, item_index
+        if not remote:
+            self._user_index, self._item_index = user_index, item_index
         self.n_iter_ = int(self.iterations)
         self.solve_order_ = first + "s"
         if self.calculate_training_loss:
@@ -1892,6 +1908,81 @@ class ALS(BaseEstimator):
         return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
     # ------------------------------------------------------------------ on the cluster
+    def _hold_on_cluster(self, factor_blocks, cuts, k, dtype, seen_parts, id_values,
+                         id_dtypes, indexes):
+        """Make this a model held on the cluster (fit's cluster path, or a model loaded
+        there): futures of each side's factor blocks (``factor_blocks[side]``, cut at
+        ``cuts``), of the user blocks' seen parts (:func:`_seen_task`), of each side's
+        sorted ids and of their ``pandas.Index``."""
+        self.user_factors_ = _rows_array(factor_blocks["user"], cuts[0], k, dtype)
+        self.item_factors_ = _rows_array(factor_blocks["item"], cuts[1], k, dtype)
+        self._seen_parts = list(seen_parts)
+        self._factor_blocks = {side: list(factor_blocks[side]) for side in SIDES}
+        self._seen_indptr = self._seen_indices = None
+        # the ids too: dask arrays cut as the factors, their index a future
+        self._id_values = dict(zip(SIDES, id_values, strict=True))
+        self.user_ids_ = _ids_array(id_values[0], cuts[0], id_dtypes[0])
+        self.item_ids_ = _ids_array(id_values[1], cuts[1], id_dtypes[1])
+        self._user_index, self._item_index = indexes
+
+    def _saved_state(self):
+        """What :func:`dmlkit.save` writes in place of this model's own attributes: for
+        a model held on the cluster, the seen CSR its in-process form keeps
+        (``_seen_indptr``, ``_seen_indices``), as dask arrays over the user blocks'
+        seen parts, so it is written a block at a time and never whole here.  The files
+        are the same bytes either way."""
+        if not isinstance(vars(self).get("user_factors_"), da.Array):
+            return {}
+        client = self._client()
+        parts = self._seen_parts
+        with scheduler_loss(client):
+            nnz = client.gather([client.submit(_seen_nnz, p, pure=False) for p in parts])
+        cuts = _cuts(self.user_factors_)
+        offsets = np.r_[0, np.cumsum(nnz, dtype=np.int64)]
+        ptr = dask.delayed(_seen_indptr_block, pure=True)
+        idx = dask.delayed(operator.itemgetter(1), pure=True)
+        indptr = da.concatenate([
+            da.from_delayed(ptr(p, int(offsets[b]), b == 0),
+                            shape=(int(cuts[b + 1] - cuts[b]) + (b == 0),), dtype=np.int64)
+            for b, p in enumerate(parts)])
+        indices = da.concatenate([
+            da.from_delayed(idx(p), shape=(int(nnz[b]),), dtype=np.int32)
+            for b, p in enumerate(parts)])
+        return {"_seen_indptr": indptr, "_seen_indices": indices}
+
+    def _adopt_saved(self, stored):
+        """A loaded model larger than ``dmlkit.driver-state-bytes`` (``dmlkit.load`` with
+        a client active): the workers read its blocks, and it is held on the cluster as
+        after a fit there."""
+        import distributed
+
+        client = self._client()
+        U, V = stored["user_factors_"], stored["item_factors_"]
+        ids = stored["user_ids_"], stored["item_ids_"]
+        indptr, indices = stored["_seen_indptr"], stored["_seen_indices"]
+        if ids[0].rows != U.rows or ids[1].rows != V.rows \
+                or len(indices.rows) != len(U.rows) or U.shape[1:] != V.shape[1:]:
+            raise ValueError(f"{U.path!r}: the saved factors, ids and seen items are not "
+                             "cut in the same row blocks.")
+        with scheduler_loss(client):
+            blocks = {side: [client.submit(F.block, b, pure=False) for b in range(len(F.rows))]
+                      for side, F in zip(SIDES, (U, V), strict=True)}
+            id_values = [client.submit(s.whole, pure=False) for s in ids]
+            ptr = client.submit(indptr.whole, pure=False)
+            seen = [client.submit(_saved_seen_part, ptr, indices, b, int(U.cuts[b]),
+                                  int(U.cuts[b + 1]), pure=False)
+                    for b in range(len(U.rows))]
+            indexes = [client.submit(pd.Index, v, pure=False) for v in id_values]
+            # read now: a missing or corrupt file is load's error, not a later call's
+            futures = [*blocks["user"], *blocks["item"], *seen, *indexes]
+            distributed.wait(futures)
+            for f in futures:
+                if f.status == "error":
+                    f.result()
+        self._hold_on_cluster(blocks, (U.cuts, V.cuts), U.shape[1], U.dtype, seen, id_values,
+                              [np.dtype(object) if s.as_object else s.dtype for s in ids],
+                              indexes)
+
     def _on_cluster(self):
         """Whether the factors stay on the cluster that fitted them (dask arrays over
         the blocks its workers hold; see the driver-state-bytes setting).  Such a model

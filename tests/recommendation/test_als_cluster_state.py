@@ -391,3 +391,95 @@ def test_bad_input_on_the_cluster_raises_as_here(ratings, with_client):
         with pytest.raises(ValueError, match=r"1 of the user_ids have no rating of an item "
                                              r"seen in fit"):
             model.partial_fit_users(unseen, local.head(10))
+
+
+# ---------------------------------------------------------------- dmlkit.save / load
+def _saved(model, path):
+    dmlkit.save(model, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    files = {p.name: p.read_bytes() for p in path.glob("*.npy")}
+    return manifest, files
+
+
+@pytest.mark.parametrize("ids", ["int", "str"])
+def test_a_cluster_model_saves_the_client_paths_files(ratings, with_client, tmp_path, ids):
+    """A model held on the cluster is saved a row block at a time, to the same files
+    (byte for byte) and manifest as the same model fitted here, plus each array's row
+    blocks and their SHA-256; no more than one block is ever in the client."""
+    import distributed
+    from dask.sizeof import sizeof
+
+    data = ratings
+    if ids == "str":
+        data = ratings.assign(user_id=ratings["user_id"].map(lambda u: f"u{u:04d}",
+                                                             meta=("user_id", object)))
+    here, there = fit_both(data)
+    assert there._on_cluster() and len(there.user_factors_.chunks[0]) >= 3
+    received = []
+    gather = distributed.Client.gather
+
+    def recording(self, *args, **kwargs):
+        out = gather(self, *args, **kwargs)
+        received.extend(sizeof(v) for v in (out if isinstance(out, (list, tuple)) else [out]))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distributed.Client, "gather", recording)
+        m_there, f_there = _saved(there, tmp_path / "there")
+    m_here, f_here = _saved(here, tmp_path / "here")
+    assert f_there == f_here
+    assert m_there["attributes"] == m_here["attributes"]
+    blocked = {a["file"]: a.pop("blocks") for a in m_there["arrays"] if "blocks" in a}
+    assert m_there["arrays"] == m_here["arrays"]
+    assert set(blocked) == {f"{a}.npy" for a in (
+        "user_factors_", "item_factors_", "user_ids_", "item_ids_", "_seen_indptr",
+        "_seen_indices")}
+    assert blocked["user_factors_.npy"]["rows"] == list(there.user_factors_.chunks[0])
+    # the client receives a block at a time: never more than the largest saved block
+    sizes = {a["file"]: (np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"][1:])),
+                         a["shape"][0]) for a in m_here["arrays"]}
+    block = max(sizes[f][0] * max(b["rows"]) for f, b in blocked.items())
+    whole = max(sizes[f][0] * sizes[f][1] for f in blocked)
+    assert received and max(received) <= block + 1024 < whole
+
+
+def test_a_saved_cluster_model_loads_here_or_on_the_cluster(ratings, with_client, tmp_path):
+    """Under driver-state-bytes it loads into this process; over it, with a client,
+    the workers read its blocks (each checked against its SHA-256) and it is held on
+    the cluster as after a fit there: the same bits and answers either way."""
+    here, there = fit_both(ratings)
+    dmlkit.save(there, tmp_path / "m")
+    small = dmlkit.load(tmp_path / "m")
+    assert isinstance(small.user_factors_, np.ndarray)
+    for side in ("user", "item"):
+        for what in ("factors", "ids"):
+            got, want = (getattr(m, f"{side}_{what}_") for m in (small, here))
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(small._seen_indptr, here._seen_indptr)
+    np.testing.assert_array_equal(small._seen_indices, here._seen_indices)
+    with dmlkit.config_context(driver_state_bytes=0):
+        big = dmlkit.load(tmp_path / "m")
+    assert big._on_cluster() and big.user_factors_.chunks == there.user_factors_.chunks
+    assert_same_factors(here, big)
+    assert_same_ids(here, big)
+    _same_answers(ratings, here, big)
+    # a saved model of this process, or one in a store only this process sees, loads here
+    dmlkit.save(here, tmp_path / "here")
+    dmlkit.save(there, "memory://dmlkit-test-cluster-model")
+    with dmlkit.config_context(driver_state_bytes=0):
+        assert not dmlkit.load(tmp_path / "here")._on_cluster()
+        assert not dmlkit.load("memory://dmlkit-test-cluster-model")._on_cluster()
+
+
+def test_a_corrupt_block_fails_the_load_on_the_cluster(ratings, with_client, tmp_path):
+    _, there = fit_both(ratings)
+    dmlkit.save(there, tmp_path / "m")
+    path = tmp_path / "m" / "item_factors_.npy"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # the last block's data, not the header
+    path.write_bytes(bytes(data))
+    with dmlkit.config_context(driver_state_bytes=0), \
+            pytest.raises(ValueError, match=r"item_factors_\.npy.* is corrupt: rows .* SHA-256"):
+        dmlkit.load(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"item_factors_\.npy' is corrupt"):
+        dmlkit.load(tmp_path / "m")  # read here: the whole file's SHA-256
