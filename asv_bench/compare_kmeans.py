@@ -3,8 +3,18 @@
     .venv/bin/python asv_bench/compare_kmeans.py --repeats 5          # the README's table
     .venv/bin/python asv_bench/compare_kmeans.py --rows 100000 --repeats 1   # quick check
     .venv/bin/python asv_bench/compare_kmeans.py --sparse --repeats 5  # hashed text (CSR)
+    .venv/bin/python asv_bench/compare_kmeans.py --marginal --repeats 5  # one more iteration
 
-Options: --rows --features --clusters --iters --repeats --systems --seed --data-dir.
+Whole fits (the default) include each system's fixed costs: scikit-learn's input
+checks (about 0.5 s here), and the closing pass: scikit-learn, scikit-learn-intelex and
+dmlkit on in-memory input compute ``labels_`` in the fit; dmlkit on dask input (the
+LocalCluster system) computes the final inertia in a pass and leaves ``labels_`` a lazy
+dask array.  ``--marginal`` times what an iteration costs instead: every round fits
+each system with ``--iters + 1`` and with 1 iteration, and reports (difference) /
+``--iters``, in which the fixed costs cancel.
+
+Options: --rows --features --clusters --iters --repeats --systems --seed --data-dir
+--float64 --marginal.
 The systems are the runners of ``dmlkit_bench.runners.kmeans``; the method and the
 output are described in ``asv_bench/README.md``.
 """
@@ -44,6 +54,10 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="where the generated data is cached")
     p.add_argument("--sparse", action="store_true",
                    help="hashed text (CSR) instead of dense blobs")
+    p.add_argument("--float64", action="store_true",
+                   help="the dense blobs widened to float64 (default float32)")
+    p.add_argument("--marginal", action="store_true",
+                   help="time one more Lloyd iteration: fits of --iters + 1 against 1")
     args = p.parse_args(argv)
     if args.sparse:
         args.rows = args.rows or SPARSE_ROWS
@@ -70,8 +84,9 @@ def main(argv=None):
         d = text.text(args.rows, 0, args.features, args.seed)
         kind = f"hashed text, {args.rows:,} x {args.features:,} CSR"
     else:
-        d = data.blobs(args.rows, args.features, args.clusters, args.seed)
-        kind = f"{args.rows:,} x {args.features} float32"
+        dtype = "float64" if args.float64 else "float32"
+        d = data.blobs(args.rows, args.features, args.clusters, args.seed, dtype=dtype)
+        kind = f"{args.rows:,} x {args.features} {dtype}"
     X = d.train()[0]
     init = data.initial_centers(X, args.clusters, args.seed)
     if np.unique(init, axis=0).shape[0] < args.clusters:
@@ -91,6 +106,8 @@ def main(argv=None):
                 print(f"{name}: blocks per worker "
                       f"{sorted(c.cluster.placement(runner.X).values())}")
                 break
+        if args.marginal:
+            return marginal(args, kind, c)
         results, last = c.rounds(args.repeats)
     inertias = {s: kmeans.inertia(X, m.cluster_centers_) for s, m in last.items()}
     if args.sparse and "sklearn" in last and "dmlkit-threads" in last:
@@ -100,6 +117,38 @@ def main(argv=None):
         print(f"\ndmlkit-threads against sklearn: {same:.6f} of the labels equal, centres "
               f"within {diff:.2e}")
     report(args, kind, results, inertias, c.table)
+
+
+def marginal(args, kind, c):
+    """Seconds per Lloyd iteration, fixed costs cancelled: every round fits each system
+    with ``iters + 1`` and 1 iteration (rounds alternate which comes first)."""
+    per = {n: [] for n in c.names}
+    for r in range(args.repeats):
+        counts = (args.iters + 1, 1) if r % 2 == 0 else (1, args.iters + 1)
+        timed = {}
+        for n_iter in counts:
+            results, _ = c.rounds(1, fit_kwargs={"n_iter": n_iter})
+            for name, fits in results.items():
+                if fits[0].info["n_iter"] != n_iter:
+                    raise SystemExit(f"{name} ran {fits[0].info['n_iter']} iterations, not "
+                                     f"{n_iter}: the marginal time would be wrong")
+                timed.setdefault(name, {})[n_iter] = fits[0].seconds
+        for name, t in timed.items():
+            per[name].append((t[args.iters + 1] - t[1]) / args.iters)
+    print(f"\nKMeans Lloyd, {kind}, k={args.clusters}: one more iteration (fits of "
+          f"{args.iters + 1} against 1 iteration, tol=0, same init), {args.repeats} rounds")
+    print(f"{'system':<22} {'ms/iter median':>15} {'min':>8} {'max':>8}")
+    spi = {}
+    for name, xs in per.items():
+        spi[name] = compare.median(xs)
+        print(f"{name:<22} {spi[name] * 1e3:15.1f} {min(xs) * 1e3:8.1f} {max(xs) * 1e3:8.1f}")
+    print()
+    for a, b in (("dmlkit-threads", "sklearn"), ("dmlkit-threads", "sklearnex"),
+                 ("dmlkit-localcluster", "sklearn"), ("dmlkit-localcluster", "sklearnex"),
+                 ("dmlkit-localcluster", "dmlkit-threads"), ("dask-ml", "dmlkit-localcluster")):
+        compare.ratio_line(a, b, spi, "s/iter")
+    print(f"load average at the end: {compare.load_average()}")
+    return 0
 
 
 def report(args, kind, results, inertias, table):
@@ -132,7 +181,8 @@ def report(args, kind, results, inertias, table):
               f"{other:6.2f}  {rel:+.2e}")
     print()
     for a, b in (("dmlkit-localcluster", "sklearn"), ("dask-ml", "dmlkit-localcluster"),
-                 ("dmlkit-threads", "sklearn"), ("dask-ml-threads", "dmlkit-threads")):
+                 ("dmlkit-threads", "sklearn"), ("dmlkit-threads", "sklearnex"),
+                 ("dmlkit-localcluster", "sklearnex"), ("dask-ml-threads", "dmlkit-threads")):
         compare.ratio_line(a, b, spi, "s/iter")
     print(f"load average at the end: {compare.load_average()}")
 

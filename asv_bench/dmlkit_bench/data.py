@@ -218,9 +218,23 @@ class BlobsData(NpyData):
 
 
 def blobs(n_rows=N_ROWS, n_features=N_FEATURES, n_clusters=N_CLUSTERS, seed=SEED,
-          block_rows=None) -> BlobsData:
-    """The blobs data set (generated once) as a :class:`BlobsData`."""
-    return BlobsData(make_blobs_file(n_rows, n_features, n_clusters, seed), block_rows)
+          block_rows=None, dtype="float32") -> BlobsData:
+    """The blobs data set (generated once) as a :class:`BlobsData`; ``dtype="float64"``:
+    the same values widened (a file of its own, written once)."""
+    path = make_blobs_file(n_rows, n_features, n_clusters, seed)
+    if np.dtype(dtype) != np.float32:
+        wide = path.replace("_float32.npy", f"_{np.dtype(dtype).name}.npy")
+        if not os.path.exists(wide):
+            src = np.load(path, mmap_mode="r")
+            tmp = f"{wide}.{os.getpid()}.tmp"
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=src.shape)
+            for start in range(0, src.shape[0], GEN_CHUNK_ROWS):
+                out[start:start + GEN_CHUNK_ROWS] = src[start:start + GEN_CHUNK_ROWS]
+            out.flush()
+            del out
+            os.replace(tmp, wide)
+        path = wide
+    return BlobsData(path, block_rows)
 
 
 # -- dense binary classification (SGD, full-batch linear models) -----------------------

@@ -11,6 +11,8 @@ exactly ``max_iter`` Lloyd iterations (``tol=0, n_init=1``), on dense blobs
   before the timings (what a dask user does), in the blocks dmlkit picks itself for
   in-memory input (``dmlkit.block-size``).
 - ``sklearn``: ``sklearn.cluster.KMeans(algorithm="lloyd")`` (dense or sparse Lloyd).
+- ``sklearnex``: scikit-learn-intelex's ``sklearnex.cluster.KMeans(algorithm="lloyd")``
+  (oneDAL; dense only here), when installed (the ``bench`` extra).
 - ``dask-ml``: ``dask_ml.cluster.KMeans`` on the same persisted dask array and cluster.
 - ``dask-ml-threads`` (not in the default set): dask-ml on a dask array of the same
   blocks in this process, no client.
@@ -108,6 +110,18 @@ class Sklearn(_KMeansRunner):
         return KMeans(algorithm="lloyd", **self.s.kwargs(n_iter), **params)
 
 
+class Sklearnex(Sklearn):
+    name = "sklearnex"
+    description = "numpy, oneDAL"
+    requires = ("sklearnex",)
+    sparse = False
+
+    def estimator(self, n_iter=None, **params):
+        from sklearnex.cluster import KMeans
+
+        return KMeans(algorithm="lloyd", **self.s.kwargs(n_iter), **params)
+
+
 class DaskML(_KMeansRunner):
     name = "dask-ml"
     description = "persisted dask, 2 procs"
@@ -130,7 +144,7 @@ class DaskMLThreads(DaskML):
     uses_cluster = False
 
 
-SYSTEMS = {r.name: r for r in (DmlkitThreads, DmlkitLocalCluster, Sklearn, DaskML)}
+SYSTEMS = {r.name: r for r in (DmlkitThreads, DmlkitLocalCluster, Sklearn, Sklearnex, DaskML)}
 EXTRA_SYSTEMS = {DaskMLThreads.name: DaskMLThreads}
 ALL_SYSTEMS = {**SYSTEMS, **EXTRA_SYSTEMS}
 SPARSE_SYSTEMS = {n: r for n, r in ALL_SYSTEMS.items() if r.sparse}
