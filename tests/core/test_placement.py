@@ -88,7 +88,8 @@ def test_fit_on_dask_input_inside_a_task_uses_the_cluster(cluster_client, data):
     np.testing.assert_array_equal(sgd.coef_, ref.coef_)
     # the epochs' block tasks were the cluster's tasks, not a local scheduler's
     epochs = [t for t in ts.data if str(t["key"]).startswith("dmlkit-sgd-epoch")]
-    assert len(epochs) >= 5 * 5, len(epochs)  # 5 epochs of 5 blocks
+    # 5 epochs of 5 blocks: a task per block, or per worker thread over its blocks
+    assert len(epochs) >= 5 * 2, len(epochs)
 
 
 def test_many_concurrent_fits_in_tasks(cluster_client, data):
@@ -162,3 +163,43 @@ def test_als_with_factors_on_the_cluster_serves_inside_a_task(cluster_client):
     pd.testing.assert_frame_equal(here[1], there[1])
     np.testing.assert_array_equal(here[2], there[2])
     pd.testing.assert_frame_equal(here[3], there[3])
+
+
+def _block_sums(x, w, offset, y, i, scale, n_threads=1):
+    """A block's weighted sums, its index and its first row's global index."""
+    return np.array([float((np.asarray(x).sum(axis=1) * np.asarray(w) * np.asarray(y)).sum())
+                     * scale, i, offset])
+
+
+def _concat(*parts):
+    return np.concatenate(parts)
+
+
+def test_blocks_are_colocated_and_a_pass_is_one_task_per_worker_thread(with_client):
+    """y and the weights are held where their X block is (no transfer in a pass), and a
+    pass over more blocks than threads runs one task per worker thread over the blocks
+    there: the same block results, in block order, as one task per block."""
+    from distributed import get_task_stream
+
+    from dmlkit._core.blocks import to_row_blocks
+    from dmlkit._core.driver import Driver, _block_futures
+
+    rng = np.random.default_rng(0)
+    X, y, w = rng.normal(size=(1200, 3)), rng.normal(size=1200), rng.uniform(size=1200)
+    blocks = to_row_blocks(da.from_array(X, chunks=(100, 3)), y=da.from_array(y, chunks=100),
+                           sample_weight=da.from_array(w, chunks=100))
+    d = Driver("test", blocks, cache=True, local=False)
+    where = with_client.who_has([f for a in (d.X, d.y, d.sample_weight)
+                                 for f in _block_futures(a)])
+    held = [[where[f.key] for f in _block_futures(a)] for a in (d.X, d.y, d.sample_weight)]
+    assert held[0] == held[1] == held[2]
+    groups = d._groups()
+    assert sorted(i for g in groups for i in g) == list(range(12)) and len(groups) == 2
+    with get_task_stream(client=with_client) as ts:
+        got = d.map_reduce(_block_sums, _concat, 2.0, step="sums", with_y=True,
+                           with_index=True)
+    assert len([t for t in ts.data if "dmlkit-test-sums" in str(t["key"])]) == 2
+    d._groups = lambda: None  # one task per block
+    want = d.map_reduce(_block_sums, _concat, 2.0, step="sums", with_y=True, with_index=True)
+    assert got.tobytes() == want.tobytes()
+    assert list(got[1::3]) == list(range(12)) and list(got[2::3]) == list(range(0, 1200, 100))
