@@ -87,6 +87,7 @@ class Driver:
         self._pass = 0
         self._nthreads = None  # the cluster's threads per worker, asked once
         self._held = None  # the last computation's futures (see compute)
+        self._futures = None  # the persisted blocks' futures (see _submitted)
         self.threads_per_task = 1
         if blocks is None:
             self.cached = cache is not False
@@ -277,13 +278,13 @@ class Driver:
         return self.compute(self.reduce(parts, combine, step))[0]
 
     def _groups(self):
-        """The blocks by worker thread that holds them (lists of block indices, in block
-        order), when a pass over persisted blocks would have more tasks than the
-        cluster has threads; else None.
+        """The tasks of a pass over blocks persisted on a cluster (lists of block
+        indices, in block order); None without a cluster or persisted blocks.
 
-        Each task costs the scheduler and the workers a round of messages, so a pass is
-        one task per worker thread, over the blocks there (measured on a 2-worker
-        LocalCluster, 8 blocks: a logistic-regression pass from 106 to about 90 ms).
+        Each task costs the scheduler and the workers a round of messages, so a pass
+        over more blocks than the cluster has threads is one task per worker thread,
+        over the blocks there (measured on a 2-worker LocalCluster, 8 blocks: a
+        logistic-regression pass from 106 to about 90 ms); otherwise a task per block.
         Where a block is lost (being recomputed), it is a group of its own.
         """
         if self.client is None or not self.cached or self._direct is not None:
@@ -293,7 +294,7 @@ class Driver:
             if self._nthreads is None:
                 self._nthreads = self.client.nthreads()
             if n <= sum(self._nthreads.values()):
-                return None
+                return [[i] for i in range(n)]
             futures = _block_futures(self.X)
             where = self.client.who_has(futures)
         by_worker, alone = {}, []
@@ -312,8 +313,18 @@ class Driver:
 
     def _grouped(self, fn, groups, shared, step, per_block, with_y, with_index):
         """:meth:`map_blocks`'s block results (in block order) from one task per group
-        of blocks: the same calls, the same values."""
+        of blocks: the same calls, the same values.
+
+        With state small enough to travel inline (no Delayed argument), the tasks are
+        submitted on the blocks' futures: building and converting a Delayed graph cost
+        the client 3-5 ms a pass, while the workers waited."""
         key = self.key(step)
+        lazy = [a for a in shared if isinstance(a, Delayed)]
+        if per_block is not None:
+            lazy += [a for i in range(len(per_block)) for a in per_block[i]
+                     if isinstance(a, Delayed)]
+        if not lazy:
+            return self._submitted(fn, groups, shared, key, per_block, with_y, with_index)
         task = dask.delayed(_run_blocks, pure=False)
         tasks = []
         for j, idx in enumerate(groups):
@@ -325,11 +336,31 @@ class Driver:
                 calls.append((self.x_parts[i], self.w_parts[i], int(self.offsets[i]), extra))
             tasks.append(task(fn, calls, shared, self.threads_per_task,
                               dask_key_name=f"{key}-g{j}"))
-        parts = [None] * len(self.x_parts)
-        for idx, results in zip(groups, self.compute(*tasks), strict=True):
-            for i, r in zip(idx, results, strict=True):
-                parts[i] = r
-        return parts
+        return _ungroup(groups, self.compute(*tasks), len(self.x_parts))
+
+    def _submitted(self, fn, groups, shared, key, per_block, with_y, with_index):
+        if self._futures is None:
+            self._futures = {name: _block_futures(a) if a is not None else
+                             [None] * len(self.x_parts)
+                             for name, a in (("x", self.X), ("w", self.sample_weight),
+                                             ("y", self.y))}
+        x, w, y = (self._futures[k] for k in ("x", "w", "y"))
+        client = self.client
+        with self._guard():
+            futures = []
+            for j, idx in enumerate(groups):
+                calls = []
+                for i in idx:
+                    extra = ((y[i],) if with_y else ()) + ((i,) if with_index else ())
+                    if per_block is not None:
+                        extra += tuple(per_block[i])
+                    calls.append((x[i], w[i], int(self.offsets[i]), extra))
+                futures.append(client.submit(_run_blocks, fn, calls, shared,
+                                             self.threads_per_task, key=f"{key}-g{j}",
+                                             pure=False, retries=self.retries))
+            self._held = futures  # released after the next pass is sent (see compute)
+            results = client.gather(futures)
+        return _ungroup(groups, results, len(self.x_parts))
 
     def _value(self, a):
         """A task argument's value on the direct path: the block's y or weights for
@@ -451,6 +482,15 @@ def _run_blocks(fn, calls, shared, n_threads):
     """A group's block results: ``fn`` on each block in turn, as its own task would."""
     return [fn(x, w, offset, *extra, *shared, n_threads=n_threads)
             for x, w, offset, extra in calls]
+
+
+def _ungroup(groups, results, n):
+    """The block results in block order, from the groups' lists of results."""
+    parts = [None] * n
+    for idx, found in zip(groups, results, strict=True):
+        for i, r in zip(idx, found, strict=True):
+            parts[i] = r
+    return parts
 
 
 def _same(block):

@@ -6,6 +6,7 @@ worker thread and waited on ``client.gather`` for tasks that needed that thread.
 test here has a timeout, so a regression fails instead of hanging the suite.
 """
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import joblib
@@ -199,7 +200,10 @@ def test_blocks_are_colocated_and_a_pass_is_one_task_per_worker_thread(with_clie
         got = d.map_reduce(_block_sums, _concat, 2.0, step="sums", with_y=True,
                            with_index=True)
     assert len([t for t in ts.data if "dmlkit-test-sums" in str(t["key"])]) == 2
+    # large state (a Delayed key) goes through a graph of the same groups
+    keyed = d.map_reduce(_block_sums, _concat, dask.delayed(2.0), step="sums", with_y=True,
+                         with_index=True)
     d._groups = lambda: None  # one task per block
     want = d.map_reduce(_block_sums, _concat, 2.0, step="sums", with_y=True, with_index=True)
-    assert got.tobytes() == want.tobytes()
+    assert got.tobytes() == want.tobytes() == keyed.tobytes()
     assert list(got[1::3]) == list(range(12)) and list(got[2::3]) == list(range(0, 1200, 100))
