@@ -15,7 +15,9 @@ Reported per worker count:
 - the client process's resident memory (RSS) at the start and its peak during
   ``fit(N)`` and ``recommend_all`` (sampled every 10 ms with psutil in a thread; this
   process holds the LocalCluster's scheduler too), the rise as a share of the factors;
-- the worker processes' peak RSS (each, and together).
+- the worker processes' peak RSS (each, and together);
+- with ``--save DIR``: the client's memory while the model is saved with
+  ``dmlkit.persistence.save`` (a row block at a time) and loaded back.
 
 With ``--parquet DIR`` the ratings are written there as parquet once (by the workers)
 and the fit reads them from disk with selected columns instead (out-of-core: with
@@ -25,6 +27,7 @@ the workers' disks, and the workers' spilled bytes, pauses and restarts are repo
 Example (the issue's scale run, client-memory run and out-of-core run)::
 
     python asv_bench/als_scale.py --users 5000000 --ratings 50000000 --workers 1,2
+    python asv_bench/als_scale.py --users 4000000 --ratings 8000000 --save /tmp/models
     python asv_bench/als_scale.py --users 4000000 --ratings 8000000 --workers 2
     python asv_bench/als_scale.py --users 2000000 --items 20000 --ratings 120000000 \
         --factors 16 --workers 1 --memory-limit 1GiB --parquet /tmp/ratings --no-recommend
@@ -104,6 +107,9 @@ def parse_args(argv=None):
     p.add_argument("--no-recommend", action="store_true", help="skip recommend_all")
     p.add_argument("--parquet", default=None,
                    help="read the ratings from parquet in this folder (written once)")
+    p.add_argument("--save", default=None,
+                   help="also save the fitted model in this folder with dmlkit.persistence "
+                        "and load it back (client memory of both)")
     return p.parse_args(argv)
 
 
@@ -171,8 +177,46 @@ def run(args, n_workers):
                   flush=True)
             report("recommend_all", mem, factor_bytes)
             out["client_rise_recommend"] = mem.peak - mem.start
+        if args.save:
+            save_and_load(args, model, n_workers, factor_bytes, state, out)
         del model
     return out
+
+
+def save_and_load(args, model, n_workers, factor_bytes, state, out):
+    """Save the model to ``args.save`` (a row block at a time when it is held on the
+    cluster) and load it back (onto the workers, over driver-state-bytes); the client's
+    memory during both, and whether the loaded factors are the fitted ones."""
+    import os
+    import shutil
+
+    import dmlkit
+    from dmlkit.persistence import load, save
+
+    path = os.path.join(args.save, f"als-{n_workers}-workers")
+    shutil.rmtree(path, ignore_errors=True)
+    with Memory() as mem:
+        t = time.perf_counter()
+        save(model, path)
+        ts = time.perf_counter() - t
+    size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    print(f"save: {mib(size):,.0f} MiB in {ts:.1f}s", flush=True)
+    report("save", mem, factor_bytes)
+    out["client_rise_save"] = mem.peak - mem.start
+    with Memory() as mem, dmlkit.config_context(**state):
+        t = time.perf_counter()
+        loaded = load(path)
+        tl = time.perf_counter() - t
+    on_cluster = not isinstance(loaded.user_factors_, np.ndarray)
+    same = all(np.array_equal(np.asarray(getattr(loaded, f"{side}_factors_")[:1000]),
+                              np.asarray(getattr(model, f"{side}_factors_")[:1000]))
+               for side in ("user", "item"))
+    print(f"load: {tl:.1f}s (factors on the cluster: {on_cluster}; first 1,000 rows of each "
+          f"side equal to the fitted ones: {same})", flush=True)
+    report("load", mem, factor_bytes)
+    out["client_rise_load"] = mem.peak - mem.start
+    del loaded
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def on_disk(args, implicit, client):

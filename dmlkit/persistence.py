@@ -87,7 +87,7 @@ class ModelSpec:
     blocked
         Attributes that may be dask arrays over row blocks held by a cluster (a model
         larger than the ``dmlkit.driver-state-bytes`` setting).  They are written one
-        row block at a time, so this process holds one block, never the whole array;
+        row block at a time, in pieces of at most PIECE_BYTES, never whole here;
         the file is the ``.npy`` the array would give (the same bytes), and the
         manifest lists its row blocks with a SHA-256 each.
     export
@@ -313,6 +313,9 @@ class _HashingWriter:
         return self.f.write(data)
 
 
+PIECE_BYTES = 16 * 2**20  # what a blocked array's save brings here at a time
+
+
 class _Streamed:
     """A dask array to write to one ``.npy`` file a row block at a time (``blocked``)."""
 
@@ -324,24 +327,28 @@ class _Streamed:
 
     def write(self, f):
         """Write the ``.npy`` bytes ``np.save`` would for the whole array; returns the
-        row counts and SHA-256 of the blocks (of their data bytes)."""
+        row counts and SHA-256 of the blocks (of their data bytes).  A block comes here
+        in pieces of at most PIECE_BYTES, each cut from it where it is."""
         from dmlkit._core.client import compute
 
         header = np.lib.format.header_data_from_array_1_0(np.empty(0, self.dtype))
         header["shape"] = self.shape
         np.lib.format.write_array_header_1_0(f, header)
+        row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
+        step = max(1, PIECE_BYTES // row_bytes)
         rows, hashes = [], []
-        for block in self.arr.to_delayed().ravel():
-            value = np.asarray(compute(block)[0])
-            if self.width is not None:
-                value = value.astype(self.dtype)
-            data = np.ascontiguousarray(value, dtype=self.dtype).tobytes()
-            f.write(data)
-            rows.append(int(value.shape[0]))
-            hashes.append(hashlib.sha256(data).hexdigest())
-        if sum(rows) != (self.shape[0] if self.shape else 1):
-            raise RuntimeError(f"the blocks of a saved array hold {sum(rows)} rows, not the "
-                               f"{self.shape[0]} of its shape")
+        for b, n in enumerate(self.arr.chunks[0]):
+            sha = hashlib.sha256()
+            block = self.arr.blocks[b]
+            for start in range(0, n, step):
+                value = np.asarray(compute(block[start:start + step])[0])
+                if self.width is not None:
+                    value = value.astype(self.dtype)
+                data = memoryview(np.ascontiguousarray(value, dtype=self.dtype)).cast("B")
+                f.write(data)  # the array's own bytes: no copy
+                sha.update(data)
+            rows.append(int(n))
+            hashes.append(sha.hexdigest())
         return {"rows": rows, "sha256": hashes}
 
 

@@ -86,7 +86,7 @@ class Driver:
         self._token = uuid.uuid4().hex[:8]
         self._pass = 0
         self._nthreads = None  # the cluster's threads per worker, asked once
-        self._held = None  # the last computation's futures (see compute)
+        self._held = None  # the last pass's futures (see _submitted)
         self._futures = None  # the persisted blocks' futures (see _submitted)
         self.threads_per_task = 1
         if blocks is None:
@@ -358,7 +358,10 @@ class Driver:
                 futures.append(client.submit(_run_blocks, fn, calls, shared,
                                              self.threads_per_task, key=f"{key}-g{j}",
                                              pure=False, retries=self.retries))
-            self._held = futures  # released after the next pass is sent (see compute)
+            # the last pass's (small) results are released after this pass is sent:
+            # distributed batches a client's messages at most every 10 ms, and a release
+            # sent as the last pass ended would hold this one back
+            self._held = futures
             results = client.gather(futures)
         return _ungroup(groups, results, len(self.x_parts))
 
@@ -379,10 +382,6 @@ class Driver:
         if self.client is not None:
             with self._guard():
                 futures = self.client.compute(list(objs), retries=self.retries)
-                # the last computation's futures are released after this one is sent:
-                # distributed batches a client's messages at most every 10 ms, so a
-                # release sent as the previous pass ended would hold this graph back
-                self._held = futures
                 return tuple(self.client.gather(futures))
         return dask.compute(*objs, scheduler=self._scheduler)
 

@@ -426,6 +426,13 @@ def test_a_cluster_model_saves_the_client_paths_files(ratings, with_client, tmp_
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(distributed.Client, "gather", recording)
         m_there, f_there = _saved(there, tmp_path / "there")
+        # a block comes in pieces of at most PIECE_BYTES: the same files from small ones
+        from dmlkit import persistence
+
+        mp.setattr(persistence, "PIECE_BYTES", 1000)
+        received.clear()
+        assert _saved(there, tmp_path / "pieces")[1] == f_there
+        assert max(received) <= 2048
     m_here, f_here = _saved(here, tmp_path / "here")
     assert f_there == f_here
     assert m_there["attributes"] == m_here["attributes"]
