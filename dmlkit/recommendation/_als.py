@@ -89,6 +89,9 @@ BLOCK_BUILD_FACTOR = 32
 # the other side (one transfer per worker); a larger side is routed: each block gets
 # only the rows it rates (Spark MLlib's in/out blocks)
 WHOLE_SIDE_BYTES = 256 << 20
+# a routed block gets a block of the other side whole when it rates at least this
+# share of its rows (no copy of the rows per block; one transfer per worker)
+WHOLE_BLOCK_SHARE = 0.5
 
 
 # ----------------------------------------------------------------------------------
@@ -138,9 +141,12 @@ def _solve_routed(block, needs, offsets, pieces, k, start, YtY, params, backend,
     (``pieces``: the rows ``needs[o]`` of the other side's block o, which starts at row
     ``offsets[o]``).  The block's indices are renumbered to positions in those rows, in
     the same order, so every row's solve adds the same terms in the same order: the
-    bits of a solve against the whole other side."""
+    bits of a solve against the whole other side.  A piece may be a whole block of the
+    other side (its need None): one that this block rates most rows of."""
     indptr, indices, data = block
-    codes = (np.concatenate([n + off for n, off in zip(needs, offsets, strict=True)])
+    # a need of None: the whole block o came (most of its rows are rated here)
+    codes = (np.concatenate([(np.arange(p.shape[0], dtype=np.int64) if n is None else n) + off
+                             for n, off, p in zip(needs, offsets, pieces, strict=True)])
              if needs else np.zeros(0, np.int64))
     Y = np.concatenate(pieces) if pieces else np.zeros((0, k), np.float32)
     local = np.searchsorted(codes, indices).astype(indices.dtype, copy=False)
@@ -1284,10 +1290,16 @@ class ALS(BaseEstimator):
         route = dask.delayed(_route, pure=False)
         solve = dask.delayed(_solve_routed, pure=False)
         for b, block in enumerate(blocks):
-            pieces = [route(other[o], need, dask_key_name=f"{key}-route-{o}-{b}")
-                      for o, need in plan[b]]
-            tasks.append(solve(block, [need for _, need in plan[b]],
-                               [int(ocuts[o]) for o, _ in plan[b]], pieces, k,
+            # a block of the other side this block rates most rows of comes whole: no
+            # copy of it per block that rates it, and one transfer per worker
+            whole = [count >= WHOLE_BLOCK_SHARE * int(ocuts[o + 1] - ocuts[o])
+                     for o, _, count in plan[b]]
+            pieces = [other[o] if w else route(other[o], need,
+                                               dask_key_name=f"{key}-route-{o}-{b}")
+                      for (o, need, _), w in zip(plan[b], whole, strict=True)]
+            tasks.append(solve(block, [None if w else need for (_, need, _), w in
+                                       zip(plan[b], whole, strict=True)],
+                               [int(ocuts[o]) for o, _, _ in plan[b]], pieces, k,
                                own[b] if warm else None, YtY, params, backend, with_loss,
                                with_seen, n_threads=driver.threads_per_task,
                                dask_key_name=f"{key}-{b}"))
@@ -1295,9 +1307,9 @@ class ALS(BaseEstimator):
 
     @staticmethod
     def _plan(driver, blocks, ocuts, plans, step):
-        """For every block of a side, ``[(o, rows of other-side block o it rates)]``
-        (futures, non-empty only), computed once per fit from the rating blocks and kept
-        on the cluster (Spark's out-blocks)."""
+        """For every block of a side, ``[(o, rows of other-side block o it rates, their
+        number)]`` (the rows as futures; non-empty only), computed once per fit from the
+        rating blocks and kept on the cluster (Spark's out-blocks)."""
         if step in plans:
             return plans[step]
         need = dask.delayed(_need_task, pure=False)
@@ -1310,7 +1322,7 @@ class ALS(BaseEstimator):
         for b, (n, counts) in enumerate(zip(needs, sizes, strict=True)):
             used = [o for o, c in enumerate(counts) if c]
             parts = driver.submit(*[pick(n, o, dask_key_name=f"{key}-{b}-{o}") for o in used])
-            plan.append(list(zip(used, parts, strict=True)))
+            plan.append([(o, part, counts[o]) for o, part in zip(used, parts, strict=True)])
         plans[step] = plan
         return plan
 

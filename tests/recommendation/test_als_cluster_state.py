@@ -66,14 +66,17 @@ def _fit_both(data, routed=False, **kw):
 
 @contextlib.contextmanager
 def _routed(routed):
-    """Every side routed row by row to the blocks that rate them (as a side larger than
-    WHOLE_SIDE_BYTES is), or every side shipped whole (small sides)."""
-    saved = _als.WHOLE_SIDE_BYTES
-    _als.WHOLE_SIDE_BYTES = 0 if routed else saved
+    """Every side routed to the blocks that rate them (as a side larger than
+    WHOLE_SIDE_BYTES is): ``"rows"`` only the rows each block rates, True also whole
+    blocks of which it rates most rows (WHOLE_BLOCK_SHARE); or every side shipped whole
+    (small sides)."""
+    saved = _als.WHOLE_SIDE_BYTES, _als.WHOLE_BLOCK_SHARE
+    _als.WHOLE_SIDE_BYTES = 0 if routed else saved[0]
+    _als.WHOLE_BLOCK_SHARE = np.inf if routed == "rows" else saved[1]
     try:
         yield
     finally:
-        _als.WHOLE_SIDE_BYTES = saved
+        _als.WHOLE_SIDE_BYTES, _als.WHOLE_BLOCK_SHARE = saved
 
 
 def assert_same_factors(here, there):
@@ -90,7 +93,8 @@ def same_frame(a, b):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
-@pytest.mark.parametrize("routed", [False, True], ids=["whole", "routed"])
+@pytest.mark.parametrize("routed", [False, True, "rows"],
+                         ids=["whole", "routed", "routed-rows"])
 @pytest.mark.parametrize("kw", [{}, {"implicit": True}, {"nonnegative": True}],
                          ids=["explicit", "implicit", "nonnegative"])
 def test_factors_on_the_cluster_are_the_client_paths_bits(ratings, implicit_ratings,
