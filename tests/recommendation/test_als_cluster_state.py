@@ -93,10 +93,14 @@ def same_frame(a, b):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
-@pytest.mark.parametrize("routed", [False, True, "rows"],
-                         ids=["whole", "routed", "routed-rows"])
-@pytest.mark.parametrize("kw", [{}, {"implicit": True}, {"nonnegative": True}],
-                         ids=["explicit", "implicit", "nonnegative"])
+_KINDS = {"explicit": {}, "implicit": {"implicit": True}, "nonnegative": {"nonnegative": True}}
+
+
+@pytest.mark.parametrize(("routed", "kw"), [
+    pytest.param(routed, kw, id=f"{name}-{kind}")
+    for name, routed in (("whole", False), ("routed", True)) for kind, kw in _KINDS.items()
+] + [pytest.param("rows", _KINDS[kind], id=f"routed-rows-{kind}")
+     for kind in ("explicit", "implicit")])
 def test_factors_on_the_cluster_are_the_client_paths_bits(ratings, implicit_ratings,
                                                           with_client, kw, routed):
     """Whole: each side's factors concatenated on a worker for the other side's solves;
