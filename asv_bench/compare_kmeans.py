@@ -142,13 +142,18 @@ def marginal(args, kind, c):
     for name, xs in per.items():
         spi[name] = compare.median(xs)
         print(f"{name:<22} {spi[name] * 1e3:15.1f} {min(xs) * 1e3:8.1f} {max(xs) * 1e3:8.1f}")
-    print()
-    for a, b in (("dmlkit-threads", "sklearn"), ("dmlkit-threads", "sklearnex"),
+    ratios(spi, (("dmlkit-threads", "sklearn"), ("dmlkit-threads", "sklearnex"),
                  ("dmlkit-localcluster", "sklearn"), ("dmlkit-localcluster", "sklearnex"),
-                 ("dmlkit-localcluster", "dmlkit-threads"), ("dask-ml", "dmlkit-localcluster")):
+                 ("dmlkit-localcluster", "dmlkit-threads"), ("dask-ml", "dmlkit-localcluster")))
+    return 0
+
+
+def ratios(spi, pairs):
+    """The ratio lines of seconds per iteration ``spi`` for ``pairs``, and the load."""
+    print()
+    for a, b in pairs:
         compare.ratio_line(a, b, spi, "s/iter")
     print(f"load average at the end: {compare.load_average()}")
-    return 0
 
 
 def report(args, kind, results, inertias, table):
@@ -179,12 +184,9 @@ def report(args, kind, results, inertias, table):
               f"{spi[s]:8.4f} {min(per):8.4f} {max(per):8.4f} "
               f"{compare.median([f.seconds for f in runs]):7.2f} {peak:9.0f} {grown:7.0f} "
               f"{other:6.2f}  {rel:+.2e}")
-    print()
-    for a, b in (("dmlkit-localcluster", "sklearn"), ("dask-ml", "dmlkit-localcluster"),
+    ratios(spi, (("dmlkit-localcluster", "sklearn"), ("dask-ml", "dmlkit-localcluster"),
                  ("dmlkit-threads", "sklearn"), ("dmlkit-threads", "sklearnex"),
-                 ("dmlkit-localcluster", "sklearnex"), ("dask-ml-threads", "dmlkit-threads")):
-        compare.ratio_line(a, b, spi, "s/iter")
-    print(f"load average at the end: {compare.load_average()}")
+                 ("dmlkit-localcluster", "sklearnex"), ("dask-ml-threads", "dmlkit-threads")))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,17 @@ def compute(*objs, retries=None):
     return dask.compute(*objs, scheduler=local_scheduler())
 
 
+def wait_for(client, futures):
+    """Block until ``futures`` are computed; a task's error is raised here."""
+    from distributed import wait
+
+    futures = list(futures)
+    wait(futures)
+    for f in futures:
+        if f.status == "error":
+            f.result()  # raises the task's exception
+
+
 @contextlib.contextmanager
 def scheduler_loss(client, note=""):
     """Turn the loss of the scheduler (it died, or the network to it failed) during the

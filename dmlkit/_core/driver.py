@@ -29,6 +29,7 @@ from dmlkit._core.client import (
     solve_here,
     total_memory,
     total_threads,
+    wait_for,
 )
 from dmlkit._core.reduce import tree_reduce, tree_reduce_local
 
@@ -326,38 +327,37 @@ class Driver:
         if not lazy:
             return self._submitted(fn, groups, shared, key, per_block, with_y, with_index)
         task = dask.delayed(_run_blocks, pure=False)
-        tasks = []
-        for j, idx in enumerate(groups):
-            calls = []
-            for i in idx:
-                extra = self._block_args(i, with_y, with_index)
-                if per_block is not None:
-                    extra += tuple(per_block[i])
-                calls.append((self.x_parts[i], self.w_parts[i], int(self.offsets[i]), extra))
-            tasks.append(task(fn, calls, shared, self.threads_per_task,
-                              dask_key_name=f"{key}-g{j}"))
+        parts = (self.x_parts, self.w_parts, self.y_parts)
+        tasks = [task(fn, self._calls(idx, parts, per_block, with_y, with_index), shared,
+                      self.threads_per_task, dask_key_name=f"{key}-g{j}")
+                 for j, idx in enumerate(groups)]
         return _ungroup(groups, self.compute(*tasks), len(self.x_parts))
+
+    def _calls(self, idx, parts, per_block, with_y, with_index):
+        """The (x, w, offset, extra args) of blocks ``idx``, from ``parts``: the blocks'
+        (X, weights, y) as Delayed or as futures."""
+        x, w, y = parts
+        calls = []
+        for i in idx:
+            extra = ((y[i],) if with_y else ()) + ((i,) if with_index else ())
+            if per_block is not None:
+                extra += tuple(per_block[i])
+            calls.append((x[i], w[i], int(self.offsets[i]), extra))
+        return calls
 
     def _submitted(self, fn, groups, shared, key, per_block, with_y, with_index):
         if self._futures is None:
-            self._futures = {name: _block_futures(a) if a is not None else
-                             [None] * len(self.x_parts)
-                             for name, a in (("x", self.X), ("w", self.sample_weight),
-                                             ("y", self.y))}
-        x, w, y = (self._futures[k] for k in ("x", "w", "y"))
+            self._futures = tuple(_block_futures(a) if a is not None else
+                                  [None] * len(self.x_parts)
+                                  for a in (self.X, self.sample_weight, self.y))
         client = self.client
         with self._guard():
-            futures = []
-            for j, idx in enumerate(groups):
-                calls = []
-                for i in idx:
-                    extra = ((y[i],) if with_y else ()) + ((i,) if with_index else ())
-                    if per_block is not None:
-                        extra += tuple(per_block[i])
-                    calls.append((x[i], w[i], int(self.offsets[i]), extra))
-                futures.append(client.submit(_run_blocks, fn, calls, shared,
-                                             self.threads_per_task, key=f"{key}-g{j}",
-                                             pure=False, retries=self.retries))
+            futures = [client.submit(_run_blocks, fn,
+                                     self._calls(idx, self._futures, per_block, with_y,
+                                                 with_index),
+                                     shared, self.threads_per_task, key=f"{key}-g{j}",
+                                     pure=False, retries=self.retries)
+                       for j, idx in enumerate(groups)]
             # the last pass's (small) results are released after this pass is sent:
             # distributed batches a client's messages at most every 10 ms, and a release
             # sent as the last pass ended would hold this one back
@@ -408,13 +408,8 @@ class Driver:
         here): state kept on the cluster is done before a step ends."""
         if self.client is None:
             return
-        from distributed import wait
-
         with self._guard():
-            wait(list(handles))
-            for h in handles:
-                if h.status == "error":
-                    h.result()  # raises the task's exception
+            wait_for(self.client, handles)
 
     def persist(self, objs):
         """Persist a list of Delayed (intermediate state with lineage)."""

@@ -60,7 +60,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from dmlkit._config import get_config
 from dmlkit._core.checkpoint import BlockList, is_future
-from dmlkit._core.client import compute, get_client_or_none, placed, scheduler_loss, solve_here
+from dmlkit._core.client import (
+    compute,
+    get_client_or_none,
+    placed,
+    scheduler_loss,
+    solve_here,
+    wait_for,
+)
 from dmlkit._core.dispatch import backend_of, get_kernels, to_device, to_numpy
 from dmlkit._core.loop import CHECKPOINT_CONSTRAINTS, FitLoop, Step, fit_fingerprint
 from dmlkit._core.numba_utils import one_blas_thread
@@ -1966,8 +1973,6 @@ class ALS(BaseEstimator):
         """A loaded model larger than ``dmlkit.driver-state-bytes`` (``dmlkit.load`` with
         a client active): the workers read its blocks, and it is held on the cluster as
         after a fit there."""
-        import distributed
-
         client = self._client()
         U, V = stored["user_factors_"], stored["item_factors_"]
         ids = stored["user_ids_"], stored["item_ids_"]
@@ -1986,11 +1991,7 @@ class ALS(BaseEstimator):
                     for b in range(len(U.rows))]
             indexes = [client.submit(pd.Index, v, pure=False) for v in id_values]
             # read now: a missing or corrupt file is load's error, not a later call's
-            futures = [*blocks["user"], *blocks["item"], *seen, *indexes]
-            distributed.wait(futures)
-            for f in futures:
-                if f.status == "error":
-                    f.result()
+            wait_for(client, [*blocks["user"], *blocks["item"], *seen, *indexes])
         self._hold_on_cluster(blocks, (U.cuts, V.cuts), U.shape[1], U.dtype, seen, id_values,
                               [np.dtype(object) if s.as_object else s.dtype for s in ids],
                               indexes)

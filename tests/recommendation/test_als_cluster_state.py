@@ -498,3 +498,13 @@ def test_a_corrupt_block_fails_the_load_on_the_cluster(ratings, with_client, tmp
         dmlkit.load(tmp_path / "m")
     with pytest.raises(ValueError, match=r"item_factors_\.npy' is corrupt"):
         dmlkit.load(tmp_path / "m")  # read here: the whole file's SHA-256
+
+
+def test_a_missing_block_file_fails_the_load_on_the_cluster(ratings, with_client, tmp_path):
+    _, there = fit_both(ratings)
+    dmlkit.save(there, tmp_path / "m")
+    (tmp_path / "m" / "_seen_indices.npy").unlink()
+    with dmlkit.config_context(driver_state_bytes=0), \
+            pytest.raises(ValueError, match=r"'_seen_indices\.npy' listed in the manifest is "
+                                            r"missing"):
+        dmlkit.load(tmp_path / "m")
